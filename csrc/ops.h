@@ -1,0 +1,50 @@
+// Entry points of the CPU kernels. Inputs are validated by bindings.cpp;
+// these functions assume C-contiguous buffers of the documented shapes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace hearth {
+
+// out[M, N] = x[M, K] @ w[N, K]^T (+ bias[N]); w is fp32 or bf16 bits.
+void linear(const float *x, int64_t M, int64_t K, const void *w, bool w_bf16,
+            int64_t N, const float *bias, float *out);
+
+// out = x / sqrt(mean(x^2) + eps) * weight, row-wise over [M, D].
+void rms_norm(const float *x, const float *weight, float eps, int64_t M,
+              int64_t D, float *out);
+// residual += x; out = rms_norm(residual) * weight. x may alias out.
+void add_rms_norm(const float *x, float *residual, const float *weight,
+                  float eps, int64_t M, int64_t D, float *out);
+
+// In-place rotate-half RoPE on x[T, H, D]; positions already validated.
+void rope(float *x, const int64_t *positions, const float *cos,
+          const float *sin, int64_t T, int64_t H, int64_t D);
+
+void silu_and_mul(const float *gate, const float *up, int64_t M, int64_t I,
+                  float *out);
+void softmax(const float *x, int64_t M, int64_t N, float *out);
+
+// Copies k/v[T, HD] into caches viewed as [num_slots, HD]; slot < 0 skipped.
+void reshape_and_cache(const float *k, const float *v, float *k_cache,
+                       float *v_cache, const int64_t *slots, int64_t T,
+                       int64_t HD);
+
+struct PagedAttnArgs {
+  const float *q;  // [T, Hq, D]
+  const float *k_cache, *v_cache; // [num_blocks, block_size, Hk, D]
+  const int32_t *block_tables;    // [S, max_blocks]
+  const int32_t *seq_lens;        // [S]
+  const int32_t *query_start_loc; // [S + 1]
+  float *out;                     // [T, Hq, D]
+  int64_t T, Hq, Hk, D, S, max_blocks, num_blocks, block_size;
+  float scale;
+};
+// Throws std::invalid_argument on inconsistent metadata (before writing).
+void paged_attention(const PagedAttnArgs &a);
+
+// Reads every byte of buf; returns the byte sum (as double).
+double memory_read_probe(const uint8_t *buf, size_t n);
+
+} // namespace hearth

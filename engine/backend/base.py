@@ -1,0 +1,70 @@
+"""The op interface the model is written against. A backend owns array memory (numpy on the CPU,
+CuPy on CUDA) and implements each op with its kernels; the model never touches an array library
+directly, so one model definition runs on every backend."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+Array = Any  # the backend's array type
+
+
+class Backend(ABC):
+    """Memory and ops of one device. Shapes in comments: T tokens, H heads, D head_dim."""
+
+    name: str
+
+    # ---------------------------------------------------------------- memory
+    @abstractmethod
+    def weight(self, host: np.ndarray, dtype: str | None) -> Array:
+        """Place a weight (a host array, often memory-mapped) on the device, converted to
+        `dtype` ("bfloat16" / "float32"; None keeps what the backend can compute with)."""
+
+    @abstractmethod
+    def asarray(self, host: np.ndarray) -> Array:
+        """Copy a small host array (ids, positions, tables) to the device."""
+
+    @abstractmethod
+    def to_host(self, x: Array) -> np.ndarray:
+        """Copy a device array back to host numpy."""
+
+    @abstractmethod
+    def kv_cache(self, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int) -> tuple[Array, Array]:
+        """Allocate one layer's K and V caches, [num_blocks, block_size, num_kv_heads, head_dim]."""
+
+    # ---------------------------------------------------------------- ops
+    @abstractmethod
+    def embedding(self, table: Array, token_ids: Array) -> Array:
+        """Rows of `table` for `token_ids`, as float32 [T, hidden]."""
+
+    @abstractmethod
+    def linear(self, x: Array, w: Array, bias: Array | None = None) -> Array:
+        """x [M, K] @ w[N, K].T + bias -> float32 [M, N]."""
+
+    @abstractmethod
+    def rms_norm(self, x: Array, weight: Array, eps: float) -> Array:
+        """Row-wise RMSNorm of x [M, D] times weight [D]."""
+
+    @abstractmethod
+    def add_rms_norm(self, x: Array, residual: Array, weight: Array, eps: float) -> Array:
+        """residual += x in place; return rms_norm(residual) * weight."""
+
+    @abstractmethod
+    def rope(self, x: Array, positions: Array, cos: Array, sin: Array) -> None:
+        """Rotate-half rotary embedding of x [T, H, D] in place."""
+
+    @abstractmethod
+    def silu_and_mul(self, gate: Array, up: Array) -> Array:
+        """silu(gate) * up."""
+
+    @abstractmethod
+    def reshape_and_cache(self, k: Array, v: Array, k_cache: Array, v_cache: Array, slot_mapping: Array) -> None:
+        """Write k, v [T, Hk, D] into the paged caches at `slot_mapping` [T]."""
+
+    @abstractmethod
+    def paged_attention(self, q: Array, k_cache: Array, v_cache: Array, block_tables: Array,
+                        seq_lens: Array, query_start_loc: Array, scale: float) -> Array:
+        """Causal attention of q [T, Hq, D] over each sequence's cached K/V -> [T, Hq, D]."""

@@ -1,0 +1,107 @@
+"""From a model path and user options to a ready EngineCore and tokenizer."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from engine.backend import get_backend
+from engine.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig, normalize_dtype
+from engine.core import EngineCore
+from engine.model.llama import LlamaForCausalLM
+from engine.model.loader import Checkpoint
+from engine.model_runner import ModelRunner
+from engine.tokenizer import Tokenizer
+
+log = logging.getLogger("hearth")
+
+DEFAULT_KV_CACHE_BYTES = 2 << 30
+# generation_config.json keys that become default SamplingParams values
+_GENERATION_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
+                    "min_p": "min_p", "repetition_penalty": "repetition_penalty",
+                    "max_new_tokens": "max_tokens"}
+
+
+def resolve_model_dir(model: str | Path) -> Path:
+    """Check that `model` names a Hugging Face model directory."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise ValueError(f"model path {str(model)!r} does not exist")
+    if path.is_file():
+        if path.suffix == ".gguf":
+            raise ValueError(f"{path}: GGUF files are not supported yet; pass a Hugging Face model directory")
+        raise ValueError(f"{path} is a file; pass a Hugging Face model directory")
+    if not (path / "config.json").exists():
+        raise ValueError(f"model directory {path} has no config.json")
+    return path
+
+
+def read_generation_config(model_dir: Path) -> tuple[dict[str, Any], tuple[int, ...]]:
+    """Default sampling values and EOS ids from generation_config.json (both may be empty)."""
+    path = model_dir / "generation_config.json"
+    if not path.exists():
+        return {}, ()
+    try:
+        gen = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    defaults = {ours: gen[theirs] for theirs, ours in _GENERATION_KEYS.items() if gen.get(theirs) is not None}
+    if gen.get("do_sample") is False:
+        defaults["temperature"] = 0.0  # the checkpoint asks for greedy decoding by default
+    eos = gen.get("eos_token_id")
+    eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (int(eos),))
+    return defaults, eos_ids
+
+
+def choose_limits(mc: ModelConfig, max_model_len: int | None, kv_cache_memory: int | None,
+                  block_size: int) -> tuple[int, int]:
+    """(max_model_len, num_blocks) under the KV memory budget."""
+    limit = mc.max_position_embeddings
+    if mc.sliding_window is not None:
+        # within the window, sliding-window attention equals full attention
+        limit = min(limit, mc.sliding_window)
+    if max_model_len is not None:
+        if not isinstance(max_model_len, int) or max_model_len <= 0:
+            raise ValueError(f"max_model_len must be a positive integer, got {max_model_len!r}")
+        if max_model_len > limit:
+            raise ValueError(f"max_model_len ({max_model_len}) exceeds what the model supports ({limit})")
+    budget = DEFAULT_KV_CACHE_BYTES if kv_cache_memory is None else int(kv_cache_memory)
+    num_blocks = budget // (block_size * mc.kv_bytes_per_token)
+    fits = num_blocks * block_size
+    if num_blocks <= 0 or (max_model_len is not None and max_model_len > fits):
+        raise ValueError(
+            f"kv_cache_memory ({budget} bytes) holds {fits} tokens, fewer than max_model_len "
+            f"({max_model_len or limit}); raise kv_cache_memory or lower max_model_len")
+    if max_model_len is None:
+        max_model_len = min(limit, fits)
+        if max_model_len < limit:
+            log.warning("max_model_len capped at %d tokens by the KV cache budget", max_model_len)
+    return max_model_len, num_blocks
+
+
+def build_engine(model: str | Path, *, device: str = "cpu", dtype: str | None = None,
+                 max_model_len: int | None = None, seed: int | None = None,
+                 kv_cache_memory: int | None = None, block_size: int = 16,
+                 max_num_seqs: int = 64, max_num_batched_tokens: int = 2048,
+                 ) -> tuple[EngineCore, Tokenizer, EngineConfig]:
+    """Load config, tokenizer and weights; size the KV cache; return the engine core."""
+    backend = get_backend(device)
+    model_dir = resolve_model_dir(model)
+    mc = ModelConfig.from_file(model_dir / "config.json")
+    tokenizer = Tokenizer.from_pretrained(model_dir)
+    defaults, gen_eos = read_generation_config(model_dir)
+    eos = tuple(dict.fromkeys(gen_eos + mc.eos_token_ids + (
+        (tokenizer.eos_token_id,) if tokenizer.eos_token_id is not None else ())))
+    max_model_len, num_blocks = choose_limits(mc, max_model_len, kv_cache_memory, block_size)
+    config = EngineConfig(
+        model_dir=model_dir, model=mc,
+        cache=CacheConfig(block_size=block_size, num_blocks=num_blocks),
+        scheduler=SchedulerConfig(max_model_len=max_model_len, max_num_seqs=max_num_seqs,
+                                  max_num_batched_tokens=max(max_num_batched_tokens, 1)),
+        weight_dtype=normalize_dtype(dtype), device=device, seed=seed,
+        generation_defaults=defaults, eos_token_ids=eos)
+    net = LlamaForCausalLM(mc, backend, Checkpoint(model_dir), config.weight_dtype, max_model_len)
+    core = EngineCore(config, ModelRunner(config, backend, net))
+    return core, tokenizer, config

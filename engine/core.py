@@ -1,0 +1,108 @@
+"""EngineCore: one synchronous step = schedule -> run the model -> sample -> update."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.config import EngineConfig
+from engine.kv_cache import KVCacheManager
+from engine.model_runner import ModelRunner
+from engine.outputs import SchedulerOutput
+from engine.request import Request
+from engine.sampler import Sampler, TokenLogprobs, gather_logprobs
+from engine.sampling_params import SamplingParams
+from engine.scheduler import Scheduler
+
+
+@dataclass
+class StepEvent:
+    """What happened to one request in one step."""
+
+    request_id: str
+    new_token_ids: list[int] = field(default_factory=list)
+    new_logprobs: list[TokenLogprobs] = field(default_factory=list)
+    new_prompt_logprobs: list[TokenLogprobs] = field(default_factory=list)
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+
+
+class EngineCore:
+    """Owns the scheduler, the KV cache, the model runner and the sampler."""
+
+    def __init__(self, config: EngineConfig, runner: ModelRunner) -> None:
+        self.config = config
+        self.runner = runner
+        self.kv_cache = KVCacheManager(config.cache.num_blocks, config.cache.block_size)
+        self.scheduler = Scheduler(config.scheduler, self.kv_cache)
+        self.sampler = Sampler(config.seed)
+        self._arrivals = 0
+
+    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
+                    wants_prompt_logprobs: bool | None = None) -> None:
+        """Queue a request whose prompt has already been validated against the model."""
+        if wants_prompt_logprobs is None:
+            wants_prompt_logprobs = params.prompt_logprobs is not None
+        generator = np.random.default_rng(params.seed) if params.seed is not None else None
+        req = Request(request_id=request_id, prompt_token_ids=list(prompt_token_ids),
+                      sampling_params=params, arrival_order=self._arrivals,
+                      max_total_tokens=self.config.scheduler.max_model_len, generator=generator,
+                      wants_prompt_logprobs=wants_prompt_logprobs)
+        self._arrivals += 1
+        self.scheduler.add(req)
+
+    def abort(self, request_id: str) -> bool:
+        """Stop a request now and free its KV blocks; False if it was unknown or finished."""
+        req = self.scheduler.abort(request_id)
+        self.scheduler.forget(request_id)
+        return req is not None
+
+    @property
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished
+
+    def step(self) -> list[StepEvent]:
+        """Advance every schedulable request by one step; events for those that changed."""
+        sched = self.scheduler.schedule()
+        if sched.is_empty:
+            return []
+        requests = self.scheduler.requests
+        logits = self.runner.execute(sched, requests)
+        events = {s.request_id: StepEvent(s.request_id) for s in sched.scheduled}
+        self._prompt_logprobs(sched, logits, requests, events)
+        sampled = self._sample(sched, logits, requests, events)
+        for req in self.scheduler.update(sched, sampled):
+            ev = events[req.request_id]
+            ev.finish_reason, ev.stop_reason = req.status.value, req.stop_reason
+            self.scheduler.forget(req.request_id)
+        return [ev for ev in events.values()
+                if ev.new_token_ids or ev.new_prompt_logprobs or ev.finish_reason]
+
+    def _sample(self, sched: SchedulerOutput, logits, requests, events) -> dict[str, int]:
+        todo = [s.request_id for s in sched.scheduled if s.samples]
+        if not todo:
+            return {}
+        rows = np.stack([logits[rid].sample_row for rid in todo])
+        tokens, lps = self.sampler.sample(rows, [requests[rid] for rid in todo])
+        for rid, tok, lp in zip(todo, tokens, lps):
+            events[rid].new_token_ids.append(tok)
+            if lp is not None:
+                events[rid].new_logprobs.append(lp)
+        return dict(zip(todo, tokens))
+
+    def _prompt_logprobs(self, sched: SchedulerOutput, logits, requests, events) -> None:
+        for s in sched.scheduled:
+            rows = logits[s.request_id].prompt_rows
+            if rows is None:
+                continue
+            req = requests[s.request_id]
+            # row j predicts prompt token s.start + j + 1; skip positions reported before a
+            # preemption made us recompute them
+            first_new = max(0, req.num_prompt_logprobs_done - s.start)
+            if first_new >= len(rows):
+                continue
+            targets = np.asarray(req.prompt_token_ids[s.start + 1 + first_new:s.start + 1 + len(rows)])
+            k = req.sampling_params.prompt_logprobs or 0
+            events[s.request_id].new_prompt_logprobs = gather_logprobs(rows[first_new:], targets, k)
+            req.num_prompt_logprobs_done = s.start + len(rows)

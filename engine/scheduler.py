@@ -1,0 +1,137 @@
+"""Token-budget scheduler: no prefill or decode phases.
+
+Every request has `num_computed_tokens` catching up to `num_tokens`. A step grants tokens under
+`max_num_batched_tokens`, running requests first (oldest first), then waiting ones; so chunked
+prefill, decode and recompute after preemption are one mechanism. When the KV pool runs dry the
+newest running request is preempted: its blocks are freed and it goes back to the front of the
+waiting queue, to be recomputed later. Imports no array library."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from engine.config import SchedulerConfig
+from engine.kv_cache import KVCacheManager
+from engine.outputs import ScheduledRequest, SchedulerOutput
+from engine.request import Request, RequestStatus
+
+
+class Scheduler:
+    """Decides which tokens of which requests one engine step computes."""
+
+    def __init__(self, config: SchedulerConfig, kv_cache: KVCacheManager) -> None:
+        self.config = config
+        self.kv_cache = kv_cache
+        self.requests: dict[str, Request] = {}
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+
+    # ------------------------------------------------------------ queue management
+
+    def add(self, request: Request) -> None:
+        """Queue a new request; it must fit the whole cache on its own."""
+        if request.request_id in self.requests:
+            raise ValueError(f"request id {request.request_id!r} is already in use")
+        if not self.kv_cache.can_fit(request.max_total_tokens):
+            raise ValueError(
+                f"request {request.request_id!r} may grow to {request.max_total_tokens} tokens, "
+                "more than the whole KV cache holds")
+        self.requests[request.request_id] = request
+        self.waiting.append(request)
+
+    def abort(self, request_id: str) -> Request | None:
+        """Finish a request at once as aborted and free its blocks; None if unknown/finished."""
+        req = self.requests.get(request_id)
+        if req is None or req.is_finished:
+            return None
+        req.status = RequestStatus.FINISHED_ABORTED
+        self._retire(req)
+        return req
+
+    @property
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    # ------------------------------------------------------------ one step
+
+    def schedule(self) -> SchedulerOutput:
+        """Grant tokens for one step under the token budget and the KV pool."""
+        out = SchedulerOutput()
+        budget = self.config.max_num_batched_tokens
+        i = 0
+        while i < len(self.running) and budget > 0:
+            req = self.running[i]
+            n = min(req.num_tokens - req.num_computed_tokens, budget)
+            if not self._allocate_or_preempt(req, n, out):
+                break  # req itself was preempted: everything after it is gone too
+            out.scheduled.append(self._grant(req, n))
+            budget -= n
+            i += 1
+        while (self.waiting and budget > 0 and not out.preempted_ids
+               and len(self.running) < self.config.max_num_seqs):
+            req = self.waiting[0]
+            n = min(req.num_tokens - req.num_computed_tokens, budget)
+            if not self.kv_cache.allocate(req.request_id, req.num_computed_tokens + n):
+                break
+            self.waiting.popleft()
+            req.status = RequestStatus.RUNNING
+            self.running.append(req)
+            out.scheduled.append(self._grant(req, n))
+            budget -= n
+        return out
+
+    def update(self, sched: SchedulerOutput, sampled: dict[str, int]) -> list[Request]:
+        """Advance each scheduled request; append the sampled tokens; return the requests
+        that finished in this step (their blocks are already freed)."""
+        finished = []
+        for s in sched.scheduled:
+            req = self.requests.get(s.request_id)
+            if req is None or req.is_finished:
+                continue
+            req.num_computed_tokens = s.start + s.num_tokens
+            if s.samples:
+                req.append_token(sampled[s.request_id])
+                if req.check_stop():
+                    self._retire(req)
+                    finished.append(req)
+        return finished
+
+    def forget(self, request_id: str) -> None:
+        """Drop a finished request's record once its output has been delivered."""
+        req = self.requests.get(request_id)
+        if req is not None and req.is_finished:
+            del self.requests[request_id]
+
+    # ------------------------------------------------------------ helpers
+
+    def _grant(self, req: Request, n: int) -> ScheduledRequest:
+        start = req.num_computed_tokens
+        return ScheduledRequest(
+            request_id=req.request_id, start=start, num_tokens=n,
+            block_ids=self.kv_cache.block_ids(req.request_id),
+            samples=start + n == req.num_tokens,
+            wants_prompt_logits=req.wants_prompt_logprobs and start < req.num_prompt_tokens)
+
+    def _allocate_or_preempt(self, req: Request, n: int, out: SchedulerOutput) -> bool:
+        """Make room for n more tokens of `req`, preempting the newest running requests;
+        False when `req` itself had to be preempted."""
+        while not self.kv_cache.allocate(req.request_id, req.num_computed_tokens + n):
+            victim = self.running.pop()
+            self._preempt(victim)
+            out.preempted_ids.append(victim.request_id)
+            if victim is req:
+                return False
+        return True
+
+    def _preempt(self, req: Request) -> None:
+        self.kv_cache.free(req.request_id)
+        req.num_computed_tokens = 0
+        req.status = RequestStatus.WAITING
+        self.waiting.appendleft(req)
+
+    def _retire(self, req: Request) -> None:
+        self.kv_cache.free(req.request_id)
+        if req in self.running:
+            self.running.remove(req)
+        elif req in self.waiting:
+            self.waiting.remove(req)

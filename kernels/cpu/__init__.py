@@ -1,0 +1,228 @@
+"""CPU kernels: the typed Python face of the compiled ``_C`` module.
+
+Every op takes C-contiguous numpy arrays, checks dtypes and shapes (raising
+``ValueError`` with the offending argument named), allocates ``out`` when it
+is ``None`` and returns it. bf16 weights are ``ml_dtypes.bfloat16`` arrays;
+they are passed to C++ as a ``uint16`` view of the same memory (no copy).
+
+The SIMD path (``avx512``, ``avx2`` or ``scalar``) is picked at import from
+the CPU; ``set_simd_level`` or the ``HEARTH_SIMD`` environment variable force
+a lower one (tests use this to run every path).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import ml_dtypes
+import numpy as np
+
+from . import _C
+
+__all__ = [
+    "linear", "rms_norm", "add_rms_norm", "rope", "silu_and_mul", "softmax",
+    "reshape_and_cache", "paged_attention", "memory_read_probe", "simd_level",
+    "set_simd_level", "detected_simd_level", "available_simd_levels",
+    "num_threads",
+]
+
+F32 = np.dtype(np.float32)
+BF16 = np.dtype(ml_dtypes.bfloat16)
+I32 = np.dtype(np.int32)
+I64 = np.dtype(np.int64)
+_LEVELS = ("scalar", "avx2", "avx512")  # lowest to highest
+
+
+def _check(a, name: str, dtypes, shape: tuple) -> np.ndarray:
+    """Check type, dtype, shape (None = any size) and C-contiguity."""
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    dtypes = dtypes if isinstance(dtypes, tuple) else (dtypes,)
+    if a.dtype not in dtypes:
+        want = " or ".join(str(d) for d in dtypes)
+        raise ValueError(f"{name} must have dtype {want}, got {a.dtype}")
+    if a.ndim != len(shape) or any(w is not None and s != w for s, w in zip(a.shape, shape)):
+        want = tuple("*" if w is None else w for w in shape)
+        raise ValueError(f"{name} has shape {a.shape}, expected {want}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    return a
+
+
+def _out(out, shape: tuple, name: str = "out") -> np.ndarray:
+    """Allocate a float32 output, or check the caller's one."""
+    if out is None:
+        return np.empty(shape, dtype=F32)
+    _check(out, name, F32, shape)
+    if not out.flags.writeable:
+        raise ValueError(f"{name} must be writable")
+    return out
+
+
+def linear(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None,
+           out: np.ndarray | None = None) -> np.ndarray:
+    """out[M, N] = x[M, K] @ w[N, K].T + bias[N]; w is float32 or bfloat16."""
+    _check(x, "x", F32, (None, None))
+    m, k = x.shape
+    _check(w, "w", (F32, BF16), (None, k))
+    n = w.shape[0]
+    if bias is not None:
+        _check(bias, "bias", F32, (n,))
+    out = _out(out, (m, n))
+    _C.linear(x, w.view(np.uint16) if w.dtype == BF16 else w, bias, out)
+    return out
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float,
+             out: np.ndarray | None = None) -> np.ndarray:
+    """out = x / sqrt(mean(x**2, -1) + eps) * weight, for x[M, D]."""
+    _check(x, "x", F32, (None, None))
+    _check(weight, "weight", F32, (x.shape[1],))
+    out = _out(out, x.shape)
+    _C.rms_norm(x, weight, float(eps), out)
+    return out
+
+
+def add_rms_norm(x: np.ndarray, residual: np.ndarray, weight: np.ndarray,
+                 eps: float, out: np.ndarray | None = None) -> np.ndarray:
+    """residual += x (in place); out = rms_norm(residual) * weight.
+
+    ``out`` may be ``x`` itself."""
+    _check(x, "x", F32, (None, None))
+    _check(residual, "residual", F32, x.shape)
+    if not residual.flags.writeable:
+        raise ValueError("residual must be writable")
+    _check(weight, "weight", F32, (x.shape[1],))
+    out = _out(out, x.shape)
+    _C.add_rms_norm(x, residual, weight, float(eps), out)
+    return out
+
+
+def rope(x: np.ndarray, positions: np.ndarray, cos: np.ndarray,
+         sin: np.ndarray) -> None:
+    """Rotate-half RoPE in place on x[T, H, D]; cos, sin are [max_pos, D//2]."""
+    _check(x, "x", F32, (None, None, None))
+    t, _, d = x.shape
+    if d % 2:
+        raise ValueError(f"head_dim must be even, got {d}")
+    if not x.flags.writeable:
+        raise ValueError("x must be writable")
+    _check(positions, "positions", I64, (t,))
+    _check(cos, "cos", F32, (None, d // 2))
+    _check(sin, "sin", F32, cos.shape)
+    if t and (positions.min() < 0 or positions.max() >= cos.shape[0]):
+        raise ValueError(f"positions must be in [0, {cos.shape[0]}), got "
+                         f"[{positions.min()}, {positions.max()}]")
+    _C.rope(x, positions, cos, sin)
+
+
+def silu_and_mul(gate: np.ndarray, up: np.ndarray,
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """out = silu(gate) * up, all [M, I]."""
+    _check(gate, "gate", F32, (None, None))
+    _check(up, "up", F32, gate.shape)
+    out = _out(out, gate.shape)
+    _C.silu_and_mul(gate, up, out)
+    return out
+
+
+def softmax(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise, numerically stable softmax of x[M, N]."""
+    _check(x, "x", F32, (None, None))
+    out = _out(out, x.shape)
+    _C.softmax(x, out)
+    return out
+
+
+def reshape_and_cache(k: np.ndarray, v: np.ndarray, k_cache: np.ndarray,
+                      v_cache: np.ndarray, slot_mapping: np.ndarray) -> None:
+    """k_cache.reshape(-1, Hk, D)[slot_mapping[t]] = k[t] (same for v).
+
+    Slots < 0 are padding and skipped; caches are [blocks, block_size, Hk, D]."""
+    _check(k, "k", F32, (None, None, None))
+    _check(v, "v", F32, k.shape)
+    t, hk, d = k.shape
+    _check(k_cache, "k_cache", F32, (None, None, hk, d))
+    _check(v_cache, "v_cache", F32, k_cache.shape)
+    _check(slot_mapping, "slot_mapping", I64, (t,))
+    num_slots = k_cache.shape[0] * k_cache.shape[1]
+    if t and slot_mapping.max() >= num_slots:
+        raise ValueError(f"slot_mapping has slot {slot_mapping.max()} >= {num_slots} slots")
+    _C.reshape_and_cache(k, v, k_cache, v_cache, slot_mapping)
+
+
+def paged_attention(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray,
+                    block_tables: np.ndarray, seq_lens: np.ndarray,
+                    query_start_loc: np.ndarray, scale: float,
+                    out: np.ndarray | None = None) -> np.ndarray:
+    """Causal attention of q[T, Hq, D] over a paged KV cache.
+
+    Sequence s owns tokens query_start_loc[s]:query_start_loc[s+1] of q; its
+    i-th token sits at position seq_lens[s] - q_len + i and attends to key
+    positions 0..that position, found through block_tables[s]. Serves
+    prefill, chunked prefill and decode in one batch. Hq % Hk == 0 (GQA)."""
+    _check(q, "q", F32, (None, None, None))
+    t, hq, d = q.shape
+    _check(k_cache, "k_cache", F32, (None, None, None, d))
+    _check(v_cache, "v_cache", F32, k_cache.shape)
+    hk = k_cache.shape[2]
+    if hk == 0 or hq % hk:
+        raise ValueError(f"num_q_heads {hq} must be a multiple of num_kv_heads {hk}")
+    _check(block_tables, "block_tables", I32, (None, None))
+    s = block_tables.shape[0]
+    _check(seq_lens, "seq_lens", I32, (s,))
+    _check(query_start_loc, "query_start_loc", I32, (s + 1,))
+    out = _out(out, q.shape)
+    _C.paged_attention(q, k_cache, v_cache, block_tables, seq_lens,
+                       query_start_loc, float(scale), out)
+    return out
+
+
+def memory_read_probe(buf: np.ndarray) -> float:
+    """Read every byte of a contiguous buffer on all threads; return the byte
+    sum. Timing it gives the machine's read-bandwidth ceiling."""
+    if not isinstance(buf, np.ndarray) or not buf.flags.c_contiguous:
+        raise ValueError("buf must be a C-contiguous numpy.ndarray")
+    return _C.memory_read_probe(buf)
+
+
+def simd_level() -> str:
+    """The SIMD path in use: "avx512", "avx2" or "scalar"."""
+    return _C.simd_level()
+
+
+def detected_simd_level() -> str:
+    """The best SIMD path this CPU supports."""
+    return _C.detected_simd_level()
+
+
+def available_simd_levels() -> list[str]:
+    """Every level this CPU can run, lowest first."""
+    return list(_LEVELS[: _LEVELS.index(detected_simd_level()) + 1])
+
+
+def set_simd_level(name: str) -> None:
+    """Force a SIMD level (ValueError if unknown or above the CPU's)."""
+    _C.set_simd_level(name)
+
+
+def num_threads() -> int:
+    """OpenMP threads the kernels use (OMP_NUM_THREADS)."""
+    return _C.num_threads()
+
+
+def _level_from_env() -> None:
+    name = os.environ.get("HEARTH_SIMD", "").strip().lower()
+    if not name:
+        return
+    if name not in _LEVELS:
+        raise ValueError(f"HEARTH_SIMD={name!r}: expected one of {_LEVELS}")
+    if name not in available_simd_levels():
+        warnings.warn(f"HEARTH_SIMD={name!r} is not supported by this CPU; "
+                      f"using {detected_simd_level()!r}", RuntimeWarning, stacklevel=2)
+        return
+    set_simd_level(name)
+
+
+_level_from_env()

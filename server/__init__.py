@@ -1,0 +1,1 @@
+"""hearth's command line and (later) HTTP front-ends."""

@@ -1,0 +1,68 @@
+"""`hearth` command line: `hearth generate MODEL PROMPT` streams a completion to stdout."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _generate_parser(sub) -> None:
+    p = sub.add_parser("generate", help="complete a prompt and stream the text to stdout",
+                       description="Load MODEL and stream a completion of PROMPT to stdout.")
+    p.add_argument("model", help="Hugging Face model directory (config.json, *.safetensors, tokenizer.json)")
+    p.add_argument("prompt", help="the text to complete")
+    p.add_argument("--max-tokens", type=int, default=128, help="most tokens to generate (default 128)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="0 = greedy; default: the model's generation_config.json, else 1.0")
+    p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens (0 = off)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1]")
+    p.add_argument("--min-p", type=float, default=None, help="drop tokens below min_p x the top probability")
+    p.add_argument("--repetition-penalty", type=float, default=None, help="> 1 discourages repeats")
+    p.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
+    p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    p.add_argument("--chat", action="store_true", help="wrap PROMPT as a user message in the chat template")
+    p.add_argument("--dtype", default=None, help="weight dtype in memory: bfloat16 or float32")
+    p.add_argument("--max-model-len", type=int, default=None, help="cap on prompt + output tokens")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hearth", description="hearth: LLM inference without PyTorch")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _generate_parser(sub)
+    return parser
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from engine import LLM
+
+    llm = LLM(args.model, dtype=args.dtype, max_model_len=args.max_model_len)
+    overrides = {k: v for k, v in {
+        "max_tokens": args.max_tokens, "temperature": args.temperature, "top_k": args.top_k,
+        "top_p": args.top_p, "min_p": args.min_p, "repetition_penalty": args.repetition_penalty,
+        "seed": args.seed, "stop": args.stop}.items() if v is not None}
+    params = llm.get_default_sampling_params().clone(**overrides)
+    prompt = args.prompt
+    if args.chat:
+        text = llm.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+        prompt = {"prompt": text, "prompt_token_ids": llm.tokenizer.encode(text, add_special_tokens=False)}
+    for delta in llm.stream(prompt, params):
+        sys.stdout.write(delta.outputs[0].text)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `hearth` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "generate":
+            return _run_generate(args)
+    except ValueError as e:
+        print(f"hearth: error: {e}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
