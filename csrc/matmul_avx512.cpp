@@ -26,6 +26,11 @@ HEARTH_TARGET_AVX512 void dot_tile(const float *xp, const float *x,
     __m512 w0[NR], w1[NR];
 #pragma GCC unroll 8
     for (int n = 0; n < NR; ++n) {
+      // Rows are short (a few KB) and read NR at a time, too briefly for
+      // the hardware prefetcher to lock on: fetch the next tile's rows.
+      const char *next = static_cast<const char *>(wv) +
+                         ((NR + n) * ldw + k) * (BF16 ? 2 : 4);
+      _mm_prefetch(next, _MM_HINT_T0);
       if constexpr (BF16) {
         const uint16_t *wr = static_cast<const uint16_t *>(wv) + n * ldw + k;
         __m512i v = _mm512_loadu_si512(wr);

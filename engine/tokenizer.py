@@ -19,7 +19,7 @@ import jinja2
 import jinja2.ext
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from tokenizers import AddedToken, processors
+from tokenizers import AddedToken
 from tokenizers import Tokenizer as BackendTokenizer
 
 # transformers' SPECIAL_TOKENS_ATTRIBUTES: the named special tokens a chat template can see.
@@ -61,9 +61,10 @@ class Tokenizer:
         Matches transformers 5 on the same files:
         * every named special token (bos/eos/unk/pad/...) and every ``extra_special_tokens`` /
           ``additional_special_tokens`` entry is registered as a special added token;
-        * if ``add_bos_token`` or ``add_eos_token`` is in the config, the post-processor becomes
-          ``[bos] $A [eos]`` per those flags (a missing flag counts as False); otherwise
-          tokenizer.json's own post-processor decides (Llama 3 adds BOS there, Qwen2 adds none);
+        * whether ``encode`` adds BOS/EOS is decided by tokenizer.json's post-processor alone (Llama
+          2/3 and Mistral add BOS there, Qwen2 adds none): transformers 5 drops the config's
+          ``add_bos_token``/``add_eos_token`` whenever tokenizer.json exists (transformers 4 honoured
+          them only in model-specific classes such as LlamaTokenizerFast);
         * ``clean_up_tokenization_spaces`` is not applied: transformers 5 ignores it for BPE.
 
         Raises:
@@ -94,8 +95,6 @@ class Tokenizer:
             to_register += [t for t in map(_as_added_token, extra if isinstance(extra, list) else []) if t]
         if to_register:
             backend.add_special_tokens(to_register)
-        if "add_bos_token" in config or "add_eos_token" in config:
-            _set_bos_eos_post_processor(backend, special_tokens, config)
         backend.encode_special_tokens = bool(config.get("split_special_tokens", False))
 
         max_length = config.get("model_max_length")
@@ -274,21 +273,6 @@ def _as_added_token(value: Any) -> AddedToken | None:
         options.setdefault("normalized", False)
         return AddedToken(value["content"], special=True, **options)
     return None
-
-
-def _set_bos_eos_post_processor(backend: BackendTokenizer, special: dict[str, str], config: dict) -> None:
-    """Rebuild the post-processor from add_bos_token/add_eos_token, as transformers 5 does."""
-    pieces: list[tuple[str, int]] = []
-    for flag, name in (("add_bos_token", "bos_token"), ("add_eos_token", "eos_token")):
-        token = special.get(name)
-        token_id = backend.token_to_id(token) if token is not None else None
-        pieces.append((token, token_id) if config.get(flag) and token_id is not None else None)
-    bos, eos = pieces
-    single = " ".join(([f"{bos[0]}:0"] if bos else []) + ["$A:0"] + ([f"{eos[0]}:0"] if eos else []))
-    pair = single + " " + " ".join(([f"{bos[0]}:1"] if bos else []) + ["$B:1"] + ([f"{eos[0]}:1"] if eos else []))
-    backend.post_processor = processors.TemplateProcessing(
-        single=single, pair=pair, special_tokens=[p for p in (bos, eos) if p is not None]
-    )
 
 
 def _load_chat_templates(model_dir: Path, config: dict) -> dict[str, str]:
