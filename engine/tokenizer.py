@@ -8,24 +8,19 @@ of generated ids is `engine.detokenizer.IncrementalDetokenizer`.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import jinja2
-import jinja2.ext
-import jinja2.nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as BackendTokenizer
 
+from engine.chat_template import compile_template, plain, validate_messages
+
 # transformers' SPECIAL_TOKENS_ATTRIBUTES: the named special tokens a chat template can see.
 _NAMED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-# Field names under which a message's reasoning may arrive; templates read the first one.
-_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 
 __all__ = ["IncrementalDetokenizer", "Tokenizer"]
 
@@ -216,17 +211,17 @@ class Tokenizer:
                 (including ``raise_exception`` calls).
         """
         source = self._select_template(chat_template, tools)
-        conversation = _validate_messages(messages)
+        conversation = validate_messages(messages)
         if tools is not None and not all(isinstance(t, Mapping) for t in tools):
             raise ValueError("tools must be a list of JSON-schema dicts")
         variables = {**self._special_tokens, **kwargs}
         try:
-            text = _compile_template(source).render(
-                messages=_plain(conversation),
-                tools=_plain(tools),
-                documents=_plain(documents),
+            text = compile_template(source).render(
+                messages=plain(conversation),
+                tools=plain(tools),
+                documents=plain(documents),
                 add_generation_prompt=add_generation_prompt,
-                **_plain(variables),
+                **plain(variables),
             )
         except jinja2.TemplateError as exc:
             raise ValueError(f"chat template failed: {exc}") from exc
@@ -301,91 +296,6 @@ def _find_byte_fallback_ids(backend: BackendTokenizer) -> frozenset[int]:
     pieces_lower = (f"<0x{b:02x}>" for b in range(256))
     ids = (backend.token_to_id(p) for p in (*pieces, *pieces_lower))
     return frozenset(i for i in ids if i is not None)
-
-
-# ---- chat template helpers ----------------------------------------------------------------------
-
-
-def _validate_messages(messages: Any) -> list[dict]:
-    """Check the chat shape and return copies with None-valued keys dropped (as transformers does)."""
-    if not isinstance(messages, (list, tuple)) or not messages:
-        raise ValueError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
-    cleaned = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, Mapping):
-            raise ValueError(f"messages[{i}] must be a dict with 'role' and 'content', got {type(message).__name__}")
-        if not isinstance(message.get("role"), str):
-            raise ValueError(f"messages[{i}] has no 'role' string")
-        if "content" not in message and "tool_calls" not in message:
-            raise ValueError(f"messages[{i}] has no 'content'")
-        message = {k: v for k, v in message.items() if v is not None}
-        # transformers copies reasoning under every name templates read it from.
-        reasoning = next((message[k] for k in _REASONING_FIELDS if message.get(k) is not None), None)
-        if reasoning is not None:
-            message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
-        cleaned.append(message)
-    return cleaned
-
-
-def _plain(value: Any) -> Any:
-    """Rebuild ``value`` from plain JSON types so templates cannot reach methods of rich objects."""
-    if value is None or type(value) in (str, int, float, bool):
-        return value
-    if isinstance(value, Mapping):
-        return {_plain(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_plain(v) for v in value)
-    for base in (bool, str, int, float):  # subclasses (enums, numpy scalars) back to the base type
-        if isinstance(value, base):
-            return base(value)
-    if hasattr(value, "item"):  # numpy scalars that are not int/float subclasses
-        return _plain(value.item())
-    return f"<{type(value).__name__}>"
-
-
-def _raise_exception(message: str) -> None:
-    raise jinja2.TemplateError(message)
-
-
-def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys=False):
-    # Jinja's own tojson HTML-escapes and sorts keys; chat templates expect plain json.dumps.
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-
-def _strftime_now(fmt: str) -> str:
-    return datetime.now().strftime(fmt)
-
-
-class _GenerationBlock(jinja2.ext.Extension):
-    """``{% generation %}...{% endgeneration %}`` renders its body unchanged.
-
-    transformers uses the tag to build assistant-token masks for training; inference only needs
-    templates that contain it to parse.
-    """
-
-    tags = {"generation"}
-
-    def parse(self, parser: Any) -> jinja2.nodes.Node:
-        lineno = next(parser.stream).lineno
-        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        return jinja2.nodes.Scope(body, lineno=lineno)
-
-
-@functools.lru_cache(maxsize=16)
-def _compile_template(source: str) -> jinja2.Template:
-    # Same environment as transformers: templates come from the Hub, so they run sandboxed.
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols, _GenerationBlock]
-    )
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    try:
-        return env.from_string(source)
-    except jinja2.TemplateSyntaxError as exc:
-        raise ValueError(f"chat template does not parse: {exc}") from exc
 
 
 # Re-exported so callers find the whole text layer in one place; imported last because
