@@ -1,81 +1,172 @@
-"""Decode-matvec bandwidth vs the machine's read ceiling (and a prefill GEMM rate).
+"""CPU kernel figures as fractions of measured ceilings.
 
-Usage: python benchmarks/bench_kernels.py [--probe-gib 1] [--repeats 20]
+    python benchmarks/bench_kernels.py [--repeats 15] [--m 1 4 16 128] [--no-record]
 
-The ceiling is `kernels.cpu.memory_read_probe` on a buffer much larger than
-the caches; the matvec figure is bf16 weight bytes read per second at
-Qwen2.5-0.5B shapes. Several weight matrices are cycled so that no
-iteration finds its weights in cache. Prints one JSON line per measurement.
+- linear, bf16 weights, at Qwen2.5-0.5B shapes: at M = 1 (decode) the weight
+  bytes read per second over `memory_read_probe`'s read bandwidth (the
+  ceiling); at larger M the FLOP rate. Enough weight copies are cycled that
+  no call finds its weights in cache.
+- paged_attention decode: KV bytes read per second over the same ceiling.
+
+On a shared machine the ceiling itself moves, so decode figures are also
+measured *paired*: each round times the probe over 256 MiB and then as many
+matvec calls as read the same bytes; `paired_pct` is the median over rounds
+of their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import sys
 import time
+from pathlib import Path
 
 import ml_dtypes
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import median_time, read_bandwidth, record
 from kernels import cpu
 
-SHAPES = [(896, 4864), (4864, 896), (896, 151936)]  # (K, N), Qwen2.5-0.5B
+LINEAR_SHAPES = [
+    (896, 4864),
+    (4864, 896),
+    (896, 151936),
+]  # (K, N): mlp up, mlp down, lm_head
 
 
-def _median_time(fn, repeats: int, warmup: int = 2) -> tuple[float, float]:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    ts.sort()
-    return ts[len(ts) // 2], ts[-1] - ts[0]
-
-
-def probe_bandwidth(gib: float, repeats: int) -> float:
-    buf = np.random.default_rng(0).integers(0, 255, int(gib * 2**30), dtype=np.uint8)
-    med, _ = _median_time(lambda: cpu.memory_read_probe(buf), repeats)
-    return buf.nbytes / med
-
-
-def matvec(k: int, n: int, m: int, repeats: int, min_bytes: int = 512 * 2**20):
+def bench_linear(
+    k: int, n: int, m: int, repeats: int, ceiling: float, save: bool
+) -> dict:
     rng = np.random.default_rng(1)
-    copies = max(1, -(-min_bytes // (k * n * 2)))
-    ws = [rng.standard_normal((n, k), dtype=np.float32).astype(ml_dtypes.bfloat16)
-          for _ in range(copies)]
+    copies = max(1, -(-(512 << 20) // (k * n * 2)))  # >= 512 MiB of weights in rotation
+    ws = [
+        rng.standard_normal((n, k), dtype=np.float32).astype(ml_dtypes.bfloat16)
+        for _ in range(copies)
+    ]
     x = rng.standard_normal((m, k), dtype=np.float32)
     out = np.empty((m, n), np.float32)
-    state = {"i": 0}
+    state = [0]
 
     def run():
-        cpu.linear(x, ws[state["i"] % copies], out=out)
-        state["i"] += 1
+        cpu.linear(x, ws[state[0] % copies], out=out)
+        state[0] += 1
 
-    return _median_time(run, repeats)
+    # Warm up over every copy once: first touches and frequency ramps out of the way.
+    med, spread = median_time(run, repeats=repeats, warmup=min(copies, 64))
+    gbps, tflops = k * n * 2 / med, 2 * m * k * n / med
+    extra = {"spread_s": spread}
+    if m == 1:
+        extra["paired_pct"] = 100 * paired_ratio(
+            run, k * n * 2, rounds=max(5, repeats // 2)
+        )
+    row = {
+        "backend": "cpu",
+        "shape": {"M": m, "K": k, "N": n},
+        "dtype": "bf16",
+        "median_s": med,
+        "gbps": gbps / 1e9,
+        "tflops": tflops / 1e12,
+        "pct_of_ceiling": 100 * gbps / ceiling,
+        "extra": extra,
+    }
+    return _emit("linear", row, save)
+
+
+def _emit(name: str, row: dict, save: bool) -> dict:
+    """Append the row to results/ (common.record) or just return it flattened."""
+    if save:
+        return record(name, **row)
+    extra = row.pop("extra", {})
+    return {"name": name, **row, **extra}
+
+
+_PROBE_BUF: list[np.ndarray] = []
+
+
+def paired_ratio(fn, bytes_per_call: int, rounds: int) -> float:
+    """Median over rounds of (fn's read rate) / (probe's read rate), timed back to back."""
+    if not _PROBE_BUF:
+        _PROBE_BUF.append(np.ones(256 << 20, np.uint8))
+    buf = _PROBE_BUF[0]
+    calls = max(1, -(-buf.nbytes // bytes_per_call))
+    ratios = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        cpu.memory_read_probe(buf)
+        t1 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        t2 = time.perf_counter()
+        ratios.append((calls * bytes_per_call / (t2 - t1)) / (buf.nbytes / (t1 - t0)))
+    return float(np.median(ratios))
+
+
+def bench_attention_decode(
+    batch: int, ctx: int, repeats: int, ceiling: float, save: bool
+) -> dict:
+    rng = np.random.default_rng(2)
+    hk, group, d, bs = 2, 7, 64, 16  # Qwen2.5-0.5B attention
+    nb = batch * -(-ctx // bs)
+    bt = rng.permutation(nb).astype(np.int32).reshape(batch, -1)
+    args = {
+        "q": rng.standard_normal((batch, hk * group, d), dtype=np.float32),
+        "k_cache": rng.standard_normal((nb, bs, hk, d), dtype=np.float32),
+        "v_cache": rng.standard_normal((nb, bs, hk, d), dtype=np.float32),
+        "block_tables": bt,
+        "seq_lens": np.full(batch, ctx, np.int32),
+        "query_start_loc": np.arange(batch + 1, dtype=np.int32),
+        "scale": d**-0.5,
+    }
+    med, spread = median_time(
+        lambda: cpu.paged_attention(**args), repeats=repeats, warmup=2
+    )
+    kv_bytes = 2 * batch * ctx * hk * d * 4
+    row = {
+        "backend": "cpu",
+        "shape": {"batch": batch, "ctx": ctx, "Hq": hk * group, "Hk": hk, "D": d},
+        "dtype": "f32",
+        "median_s": med,
+        "gbps": kv_bytes / med / 1e9,
+        "pct_of_ceiling": 100 * kv_bytes / med / ceiling,
+        "extra": {"spread_s": spread},
+    }
+    return _emit("paged_attention_decode", row, save)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--probe-gib", type=float, default=1.0)
-    ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--m", type=int, nargs="*", default=[1])
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument(
+        "--m", type=int, nargs="*", default=[1, 4, 16, 128], help="rows of x (tokens)"
+    )
+    ap.add_argument(
+        "--no-record", action="store_true", help="print only, do not append to results/"
+    )
     args = ap.parse_args()
-    machine = f"{platform.processor() or platform.machine()} x{cpu.num_threads()} {cpu.simd_level()}"
-    ceiling = probe_bandwidth(args.probe_gib, args.repeats)
-    print(json.dumps({"name": "memory_read_probe", "backend": "cpu", "GB/s": ceiling / 1e9,
-                      "machine": machine}))
+    save = not args.no_record
+    ceiling = read_bandwidth(1 << 30, repeats=args.repeats)
+    print(
+        f"read ceiling: {ceiling / 1e9:.1f} GB/s  ({cpu.num_threads()} threads, {cpu.simd_level()})"
+    )
     for m in args.m:
-        for k, n in SHAPES:
-            med, spread = matvec(k, n, m, args.repeats)
-            bw = k * n * 2 / med
-            flops = 2 * m * k * n / med
-            print(json.dumps({"name": "linear_bf16", "backend": "cpu", "shape": [m, k, n],
-                              "dtype": "bf16", "median_s": med, "spread_s": spread,
-                              "GB/s": bw / 1e9, "TFLOP/s": flops / 1e12,
-                              "pct_of_ceiling": 100 * bw / ceiling, "machine": machine}))
+        for k, n in LINEAR_SHAPES:
+            r = bench_linear(k, n, m, args.repeats, ceiling, save)
+            print(
+                f"linear bf16 M={m:<4} K={k:<5} N={n:<6} {r['median_s'] * 1e3:8.3f} ms "
+                f"{r.get('GB/s', r.get('gbps')):6.1f} GB/s ({r['pct_of_ceiling']:5.1f}% of ceiling) "
+                f"{r.get('TFLOP/s', r.get('tflops')) * 1e3:6.1f} GFLOP/s"
+                + (f"  paired: {r['paired_pct']:5.1f}%" if "paired_pct" in r else "")
+            )
+    for batch, ctx in [(1, 2048), (8, 2048)]:
+        r = bench_attention_decode(batch, ctx, args.repeats, ceiling, save)
+        print(
+            f"paged_attention decode batch={batch} ctx={ctx} {r['median_s'] * 1e3:7.3f} ms "
+            f"{r.get('GB/s', r.get('gbps')):6.1f} GB/s ({r['pct_of_ceiling']:5.1f}% of ceiling)"
+        )
 
 
 if __name__ == "__main__":

@@ -51,7 +51,8 @@ void silu_and_mul(const float *gate, const float *up, int64_t M, int64_t I,
   const int64_t total = M * I, chunks = (total + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (chunks > 4)
   for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t lo = c * kChunk, n = total - lo < kChunk ? total - lo : kChunk;
+    const int64_t lo = c * kChunk,
+                  n = total - lo < kChunk ? total - lo : kChunk;
     fn(gate + lo, up + lo, n, out + lo);
   }
 }

@@ -21,8 +21,9 @@ void linear_py(const py::array &x, const py::array &w,
                const std::optional<py::array> &bias, const py::array &out) {
   const float *xp = checked<float>(x, "x", 2);
   const bool bf16 = py::isinstance<py::array_t<uint16_t>>(w);
-  const void *wp = bf16 ? static_cast<const void *>(checked<uint16_t>(w, "w", 2))
-                        : static_cast<const void *>(checked<float>(w, "w", 2));
+  const void *wp = bf16
+                       ? static_cast<const void *>(checked<uint16_t>(w, "w", 2))
+                       : static_cast<const void *>(checked<float>(w, "w", 2));
   const int64_t M = x.shape(0), K = x.shape(1), N = w.shape(0);
   expect_dim(w, "w", 1, K);
   const float *bp = nullptr;
@@ -78,8 +79,8 @@ void rope_py(const py::array &x, const py::array &positions,
   const int64_t max_pos = cos.shape(0);
   for (int64_t t = 0; t < T; ++t)
     if (pp[t] < 0 || pp[t] >= max_pos)
-      fail("rope: positions[" + std::to_string(t) + "] = " +
-           std::to_string(pp[t]) + " is outside [0, " +
+      fail("rope: positions[" + std::to_string(t) +
+           "] = " + std::to_string(pp[t]) + " is outside [0, " +
            std::to_string(max_pos) + ")");
   py::gil_scoped_release nogil;
   rope(xp, pp, cp, sp, T, H, D);
@@ -121,16 +122,15 @@ void reshape_and_cache_py(const py::array &k, const py::array &v,
   const int64_t num_slots = k_cache.shape(0) * k_cache.shape(1);
   for (int64_t t = 0; t < T; ++t)
     if (sp[t] >= num_slots)
-      fail("reshape_and_cache: slot_mapping[" + std::to_string(t) + "] = " +
-           std::to_string(sp[t]) + " >= num_slots " +
+      fail("reshape_and_cache: slot_mapping[" + std::to_string(t) +
+           "] = " + std::to_string(sp[t]) + " >= num_slots " +
            std::to_string(num_slots));
   py::gil_scoped_release nogil;
   reshape_and_cache(kp, vp, kc, vc, sp, T, k.shape(1) * k.shape(2));
 }
 
 void paged_attention_py(const py::array &q, const py::array &k_cache,
-                        const py::array &v_cache,
-                        const py::array &block_tables,
+                        const py::array &v_cache, const py::array &block_tables,
                         const py::array &seq_lens,
                         const py::array &query_start_loc, float scale,
                         const py::array &out) {

@@ -36,8 +36,8 @@ template <class T>
 T *checked(const py::array &a, const char *name, py::ssize_t ndim,
            bool writable = false) {
   if (!py::isinstance<py::array_t<T>>(a))
-    fail(std::string(name) + " must have dtype " + dtype_name<T>() +
-         ", got " + std::string(py::str(a.dtype())));
+    fail(std::string(name) + " must have dtype " + dtype_name<T>() + ", got " +
+         std::string(py::str(a.dtype())));
   if (a.ndim() != ndim)
     fail(std::string(name) + " must be " + std::to_string(ndim) +
          "-D, got shape " + shape_str(a));

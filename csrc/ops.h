@@ -32,7 +32,7 @@ void reshape_and_cache(const float *k, const float *v, float *k_cache,
                        int64_t HD);
 
 struct PagedAttnArgs {
-  const float *q;  // [T, Hq, D]
+  const float *q;                 // [T, Hq, D]
   const float *k_cache, *v_cache; // [num_blocks, block_size, Hk, D]
   const int32_t *block_tables;    // [S, max_blocks]
   const int32_t *seq_lens;        // [S]

@@ -64,8 +64,7 @@ double memory_read_probe(const uint8_t *buf, size_t n) {
 #pragma omp parallel reduction(+ : total) if (n >= (size_t(1) << 20))
   {
     size_t lo, hi;
-    split_range(n, omp_get_num_threads(), omp_get_thread_num(), 4096, &lo,
-                &hi);
+    split_range(n, omp_get_num_threads(), omp_get_thread_num(), 4096, &lo, &hi);
     total += fn(buf + lo, hi - lo);
   }
   return double(total);

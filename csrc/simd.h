@@ -13,7 +13,7 @@
 
 #define HEARTH_TARGET_AVX2 __attribute__((target("avx2,fma,f16c,bmi2")))
 #define HEARTH_TARGET_AVX512                                                   \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,"   \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,"    \
                         "bmi2,prefer-vector-width=512")))
 #define HEARTH_INLINE inline __attribute__((always_inline))
 
@@ -94,7 +94,8 @@ template <class F> F pick(F avx512, F avx2, F scalar) {
 // Defines name_avx512 / name_avx2 / name_scalar, each inlining `body` (a
 // HEARTH_INLINE function) so the compiler vectorizes it per instruction set.
 #define HEARTH_MULTIVERSION(name, body, params, args)                          \
-  HEARTH_TARGET_AVX512 void name##_avx512 params { body args; }               \
-  HEARTH_TARGET_AVX2 void name##_avx2 params { body args; }                   \
+  HEARTH_TARGET_AVX512 void name##_avx512 params { body args; }                \
+  HEARTH_TARGET_AVX2 void name##_avx2 params { body args; }                    \
   void name##_scalar params { body args; }
-#define HEARTH_PICK(name) ::hearth::pick(name##_avx512, name##_avx2, name##_scalar)
+#define HEARTH_PICK(name)                                                      \
+  ::hearth::pick(name##_avx512, name##_avx2, name##_scalar)

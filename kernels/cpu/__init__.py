@@ -21,10 +21,20 @@ import numpy as np
 from . import _C
 
 __all__ = [
-    "linear", "rms_norm", "add_rms_norm", "rope", "silu_and_mul", "softmax",
-    "reshape_and_cache", "paged_attention", "memory_read_probe", "simd_level",
-    "set_simd_level", "detected_simd_level", "available_simd_levels",
+    "add_rms_norm",
+    "available_simd_levels",
+    "detected_simd_level",
+    "linear",
+    "memory_read_probe",
     "num_threads",
+    "paged_attention",
+    "reshape_and_cache",
+    "rms_norm",
+    "rope",
+    "set_simd_level",
+    "silu_and_mul",
+    "simd_level",
+    "softmax",
 ]
 
 F32 = np.dtype(np.float32)
@@ -37,12 +47,15 @@ _LEVELS = ("scalar", "avx2", "avx512")  # lowest to highest
 def _check(a, name: str, dtypes, shape: tuple) -> np.ndarray:
     """Check type, dtype, shape (None = any size) and C-contiguity."""
     if not isinstance(a, np.ndarray):
-        raise ValueError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+        # ValueError, not TypeError: the API promises one exception type for bad input.
+        raise ValueError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")  # noqa: TRY004
     dtypes = dtypes if isinstance(dtypes, tuple) else (dtypes,)
     if a.dtype not in dtypes:
         want = " or ".join(str(d) for d in dtypes)
         raise ValueError(f"{name} must have dtype {want}, got {a.dtype}")
-    if a.ndim != len(shape) or any(w is not None and s != w for s, w in zip(a.shape, shape)):
+    if a.ndim != len(shape) or any(
+        w is not None and s != w for s, w in zip(a.shape, shape)
+    ):
         want = tuple("*" if w is None else w for w in shape)
         raise ValueError(f"{name} has shape {a.shape}, expected {want}")
     if not a.flags.c_contiguous:
@@ -60,8 +73,12 @@ def _out(out, shape: tuple, name: str = "out") -> np.ndarray:
     return out
 
 
-def linear(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None,
-           out: np.ndarray | None = None) -> np.ndarray:
+def linear(
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """out[M, N] = x[M, K] @ w[N, K].T + bias[N]; w is float32 or bfloat16."""
     _check(x, "x", F32, (None, None))
     m, k = x.shape
@@ -70,12 +87,15 @@ def linear(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None,
     if bias is not None:
         _check(bias, "bias", F32, (n,))
     out = _out(out, (m, n))
+    if np.may_share_memory(out, x) or np.may_share_memory(out, w):
+        raise ValueError("out must not overlap x or w")
     _C.linear(x, w.view(np.uint16) if w.dtype == BF16 else w, bias, out)
     return out
 
 
-def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float,
-             out: np.ndarray | None = None) -> np.ndarray:
+def rms_norm(
+    x: np.ndarray, weight: np.ndarray, eps: float, out: np.ndarray | None = None
+) -> np.ndarray:
     """out = x / sqrt(mean(x**2, -1) + eps) * weight, for x[M, D]."""
     _check(x, "x", F32, (None, None))
     _check(weight, "weight", F32, (x.shape[1],))
@@ -84,8 +104,13 @@ def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float,
     return out
 
 
-def add_rms_norm(x: np.ndarray, residual: np.ndarray, weight: np.ndarray,
-                 eps: float, out: np.ndarray | None = None) -> np.ndarray:
+def add_rms_norm(
+    x: np.ndarray,
+    residual: np.ndarray,
+    weight: np.ndarray,
+    eps: float,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """residual += x (in place); out = rms_norm(residual) * weight.
 
     ``out`` may be ``x`` itself."""
@@ -99,8 +124,9 @@ def add_rms_norm(x: np.ndarray, residual: np.ndarray, weight: np.ndarray,
     return out
 
 
-def rope(x: np.ndarray, positions: np.ndarray, cos: np.ndarray,
-         sin: np.ndarray) -> None:
+def rope(
+    x: np.ndarray, positions: np.ndarray, cos: np.ndarray, sin: np.ndarray
+) -> None:
     """Rotate-half RoPE in place on x[T, H, D]; cos, sin are [max_pos, D//2]."""
     _check(x, "x", F32, (None, None, None))
     t, _, d = x.shape
@@ -112,13 +138,16 @@ def rope(x: np.ndarray, positions: np.ndarray, cos: np.ndarray,
     _check(cos, "cos", F32, (None, d // 2))
     _check(sin, "sin", F32, cos.shape)
     if t and (positions.min() < 0 or positions.max() >= cos.shape[0]):
-        raise ValueError(f"positions must be in [0, {cos.shape[0]}), got "
-                         f"[{positions.min()}, {positions.max()}]")
+        raise ValueError(
+            f"positions must be in [0, {cos.shape[0]}), got "
+            f"[{positions.min()}, {positions.max()}]"
+        )
     _C.rope(x, positions, cos, sin)
 
 
-def silu_and_mul(gate: np.ndarray, up: np.ndarray,
-                 out: np.ndarray | None = None) -> np.ndarray:
+def silu_and_mul(
+    gate: np.ndarray, up: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
     """out = silu(gate) * up, all [M, I]."""
     _check(gate, "gate", F32, (None, None))
     _check(up, "up", F32, gate.shape)
@@ -135,8 +164,13 @@ def softmax(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def reshape_and_cache(k: np.ndarray, v: np.ndarray, k_cache: np.ndarray,
-                      v_cache: np.ndarray, slot_mapping: np.ndarray) -> None:
+def reshape_and_cache(
+    k: np.ndarray,
+    v: np.ndarray,
+    k_cache: np.ndarray,
+    v_cache: np.ndarray,
+    slot_mapping: np.ndarray,
+) -> None:
     """k_cache.reshape(-1, Hk, D)[slot_mapping[t]] = k[t] (same for v).
 
     Slots < 0 are padding and skipped; caches are [blocks, block_size, Hk, D]."""
@@ -148,14 +182,22 @@ def reshape_and_cache(k: np.ndarray, v: np.ndarray, k_cache: np.ndarray,
     _check(slot_mapping, "slot_mapping", I64, (t,))
     num_slots = k_cache.shape[0] * k_cache.shape[1]
     if t and slot_mapping.max() >= num_slots:
-        raise ValueError(f"slot_mapping has slot {slot_mapping.max()} >= {num_slots} slots")
+        raise ValueError(
+            f"slot_mapping has slot {slot_mapping.max()} >= {num_slots} slots"
+        )
     _C.reshape_and_cache(k, v, k_cache, v_cache, slot_mapping)
 
 
-def paged_attention(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray,
-                    block_tables: np.ndarray, seq_lens: np.ndarray,
-                    query_start_loc: np.ndarray, scale: float,
-                    out: np.ndarray | None = None) -> np.ndarray:
+def paged_attention(
+    q: np.ndarray,
+    k_cache: np.ndarray,
+    v_cache: np.ndarray,
+    block_tables: np.ndarray,
+    seq_lens: np.ndarray,
+    query_start_loc: np.ndarray,
+    scale: float,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Causal attention of q[T, Hq, D] over a paged KV cache.
 
     Sequence s owns tokens query_start_loc[s]:query_start_loc[s+1] of q; its
@@ -163,7 +205,7 @@ def paged_attention(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray,
     positions 0..that position, found through block_tables[s]. Serves
     prefill, chunked prefill and decode in one batch. Hq % Hk == 0 (GQA)."""
     _check(q, "q", F32, (None, None, None))
-    t, hq, d = q.shape
+    _t, hq, d = q.shape
     _check(k_cache, "k_cache", F32, (None, None, None, d))
     _check(v_cache, "v_cache", F32, k_cache.shape)
     hk = k_cache.shape[2]
@@ -174,8 +216,9 @@ def paged_attention(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray,
     _check(seq_lens, "seq_lens", I32, (s,))
     _check(query_start_loc, "query_start_loc", I32, (s + 1,))
     out = _out(out, q.shape)
-    _C.paged_attention(q, k_cache, v_cache, block_tables, seq_lens,
-                       query_start_loc, float(scale), out)
+    _C.paged_attention(
+        q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, float(scale), out
+    )
     return out
 
 
@@ -219,8 +262,12 @@ def _level_from_env() -> None:
     if name not in _LEVELS:
         raise ValueError(f"HEARTH_SIMD={name!r}: expected one of {_LEVELS}")
     if name not in available_simd_levels():
-        warnings.warn(f"HEARTH_SIMD={name!r} is not supported by this CPU; "
-                      f"using {detected_simd_level()!r}", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"HEARTH_SIMD={name!r} is not supported by this CPU; "
+            f"using {detected_simd_level()!r}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return
     set_simd_level(name)
 

@@ -1,0 +1,107 @@
+"""float64 numpy oracles for every kernel: slow, obvious, no cleverness.
+
+Same names and semantics as `kernels.cpu`, except that nothing is done in
+place: ops that mutate (rope, add_rms_norm, reshape_and_cache) return new
+arrays instead. Inputs of any float dtype (incl. ml_dtypes.bfloat16) are
+widened to float64 first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a).astype(np.float64)
+
+
+def linear(x, w, bias=None) -> np.ndarray:
+    """x[M, K] @ w[N, K].T + bias[N]."""
+    out = _f64(x) @ _f64(w).T
+    if bias is not None:
+        out = out + _f64(bias)
+    return out
+
+
+def rms_norm(x, weight, eps: float) -> np.ndarray:
+    """x / sqrt(mean(x**2) + eps) * weight, row-wise."""
+    x = _f64(x)
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * _f64(weight)
+
+
+def add_rms_norm(x, residual, weight, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (rms_norm(residual + x) * weight, residual + x)."""
+    new_residual = _f64(residual) + _f64(x)
+    return rms_norm(new_residual, weight, eps), new_residual
+
+
+def rope(x, positions, cos, sin) -> np.ndarray:
+    """Rotate-half RoPE of x[T, H, D] at positions[T]; cos, sin [max_pos, D//2]."""
+    x = _f64(x)
+    half = x.shape[-1] // 2
+    c = _f64(cos)[positions][:, None, :]  # [T, 1, D/2]
+    s = _f64(sin)[positions][:, None, :]
+    x1, x2 = x[..., :half], x[..., half:]
+    return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+
+
+def silu_and_mul(gate, up) -> np.ndarray:
+    """gate * sigmoid(gate) * up."""
+    g = _f64(gate)
+    return g / (1.0 + np.exp(-g)) * _f64(up)
+
+
+def softmax(x) -> np.ndarray:
+    """Row-wise softmax, max-subtracted."""
+    x = _f64(x)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def reshape_and_cache(k, v, k_cache, v_cache, slot_mapping):
+    """Returns copies of the caches with k[t], v[t] written at slot_mapping[t]
+    (slots < 0 skipped)."""
+    k_cache, v_cache = k_cache.copy(), v_cache.copy()
+    kf = k_cache.reshape(-1, *k_cache.shape[2:])
+    vf = v_cache.reshape(-1, *v_cache.shape[2:])
+    for t, slot in enumerate(slot_mapping):
+        if slot >= 0:
+            kf[slot] = k[t]
+            vf[slot] = v[t]
+    return k_cache, v_cache
+
+
+def attention_dense(q, k, v, scale: float, offset: int = 0) -> np.ndarray:
+    """Causal attention: q[Tq, Hq, D] over k, v [Tk, Hk, D] (GQA by repeating
+    kv heads). Query i sits at position offset + i and sees keys 0..offset+i."""
+    q, k, v = _f64(q), _f64(k), _f64(v)
+    group = q.shape[1] // k.shape[1]
+    k = np.repeat(k, group, axis=1)
+    v = np.repeat(v, group, axis=1)
+    scores = np.einsum("qhd,khd->hqk", q, k) * scale
+    qpos = offset + np.arange(q.shape[0])[:, None]
+    mask = np.arange(k.shape[0])[None, :] > qpos  # [Tq, Tk]
+    scores = np.where(mask[None], -np.inf, scores)
+    p = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    p = p / p.sum(axis=-1, keepdims=True)
+    return np.einsum("hqk,khd->qhd", p, v)
+
+
+def paged_attention(
+    q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale: float
+) -> np.ndarray:
+    """Gather each sequence's K/V through its block table, then dense causal
+    attention with the new tokens at the end of the context."""
+    out = np.zeros(q.shape, dtype=np.float64)
+    block_size = k_cache.shape[1]
+    for s in range(len(seq_lens)):
+        q0, q1 = int(query_start_loc[s]), int(query_start_loc[s + 1])
+        if q1 == q0:
+            continue
+        seq_len = int(seq_lens[s])
+        pos = np.arange(seq_len)
+        blocks = block_tables[s][pos // block_size]
+        k = k_cache[blocks, pos % block_size]  # [seq_len, Hk, D]
+        v = v_cache[blocks, pos % block_size]
+        out[q0:q1] = attention_dense(q[q0:q1], k, v, scale, offset=seq_len - (q1 - q0))
+    return out
