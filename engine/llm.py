@@ -157,6 +157,8 @@ class LLM:
         return state
 
     def _step(self) -> set[RequestState]:
+        if not self.engine.has_unfinished:  # an invariant, not user error: never spin forever
+            raise RuntimeError("engine has no work left but a request is unfinished")
         touched = set()
         for ev in self.engine.step():
             state, index = self._children[ev.request_id]

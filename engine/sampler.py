@@ -79,9 +79,12 @@ class Sampler:
         return tokens, logprobs
 
     def _sample_row(self, row: np.ndarray, req: Request, sp: SamplingParams) -> int:
-        if sp.is_greedy and not sp.has_penalties:
+        banned = _banned_ids(req, sp)
+        if sp.is_greedy and not sp.has_penalties and not banned:
             return int(np.argmax(row))
         x = row.astype(np.float64)
+        if banned:
+            x[banned] = -np.inf
         if sp.has_penalties:
             apply_penalties(x, req, sp)
         if sp.is_greedy:
@@ -92,6 +95,13 @@ class Sampler:
         u = rng.random() * probs.sum()
         pos = min(int(np.searchsorted(np.cumsum(probs), u, side="right")), len(ids) - 1)
         return int(ids[pos])
+
+
+def _banned_ids(req: Request, sp: SamplingParams) -> list[int]:
+    """Until min_tokens are out, EOS and the stop token ids may not be chosen."""
+    if len(req.output_token_ids) >= sp.min_tokens:
+        return []
+    return list(sp.stop_token_ids) + ([] if sp.ignore_eos else list(sp._eos_token_ids))
 
 
 def apply_penalties(x: np.ndarray, req: Request, sp: SamplingParams) -> None:

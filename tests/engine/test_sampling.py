@@ -105,3 +105,13 @@ def test_invalid_parameters_raise(field, value):
 def test_min_tokens_above_max_tokens_raises():
     with pytest.raises(ValueError, match="min_tokens"):
         SamplingParams(max_tokens=3, min_tokens=5)
+
+
+def test_min_tokens_bans_eos_and_stop_ids_until_reached():
+    logits = np.array([[0.0, 5.0, 4.0, 1.0]], np.float32)  # EOS (1) and stop id (2) lead
+    sp = SamplingParams(temperature=0, min_tokens=2, stop_token_ids=[2], _eos_token_ids=(1,))
+    assert Sampler().sample(logits, [_request(sp, output=[3])])[0] == [3]
+    assert Sampler().sample(logits, [_request(sp, output=[3, 3])])[0] == [1]
+    sampled = SamplingParams(temperature=1.0, min_tokens=5, stop_token_ids=[2], _eos_token_ids=(1,))
+    draws = {Sampler(s).sample(logits, [_request(sampled)])[0][0] for s in range(50)}
+    assert draws <= {0, 3}
