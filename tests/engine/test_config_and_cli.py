@@ -88,3 +88,11 @@ def test_cli_help_explains_flags(capsys):
     text = capsys.readouterr().out
     for flag in ("--max-tokens", "--temperature", "--top-p", "--seed", "--stop", "--chat"):
         assert flag in text
+
+
+def test_cli_chat_applies_template(tiny_model_dir, tiny_llm, capsys):
+    from engine import SamplingParams
+
+    assert main(["generate", str(tiny_model_dir), "hello", "--chat", "--max-tokens", "6", "--temperature", "0"]) == 0
+    expect = tiny_llm.chat([{"role": "user", "content": "hello"}], SamplingParams(max_tokens=6, temperature=0))
+    assert capsys.readouterr().out == expect[0].outputs[0].text + "\n"
