@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 _MAX_LOGPROBS = 20
@@ -99,10 +99,6 @@ class SamplingParams:
     def clone(self, **changes: Any) -> SamplingParams:
         """A validated copy with some fields changed."""
         return replace(self, **changes)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls) if not f.name.startswith("_")]
 
 
 def _is_int(v: Any) -> bool:
