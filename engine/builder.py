@@ -18,14 +18,21 @@ from engine.tokenizer import Tokenizer
 log = logging.getLogger("hearth")
 
 DEFAULT_KV_CACHE_BYTES = 2 << 30
+# the small trained model shipped inside the package (scripts/train_default_model.py makes it)
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 # generation_config.json keys that become default SamplingParams values
 _GENERATION_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
                     "min_p": "min_p", "repetition_penalty": "repetition_penalty",
                     "max_new_tokens": "max_tokens"}
 
 
-def resolve_model_dir(model: str | Path) -> Path:
-    """Check that `model` names a Hugging Face model directory."""
+def resolve_model_dir(model: str | Path | None) -> Path:
+    """Check that `model` names a Hugging Face model directory; None means the bundled default model."""
+    if model is None:
+        if not (DEFAULT_MODEL_DIR / "config.json").exists():
+            raise ValueError(f"the bundled default model is missing from this installation ({DEFAULT_MODEL_DIR}); "
+                             "pass a model directory")
+        return DEFAULT_MODEL_DIR
     path = Path(model).expanduser()
     if not path.exists():
         raise ValueError(f"model path {str(model)!r} does not exist")
@@ -81,7 +88,7 @@ def choose_limits(mc: ModelConfig, max_model_len: int | None, kv_cache_memory: i
     return max_model_len, num_blocks
 
 
-def build_engine(model: str | Path, *, device: str = "cpu", dtype: str | None = None,
+def build_engine(model: str | Path | None, *, device: str = "cpu", dtype: str | None = None,
                  max_model_len: int | None = None, seed: int | None = None,
                  kv_cache_memory: int | None = None, block_size: int = 16,
                  max_num_seqs: int = 64, max_num_batched_tokens: int = 2048,

@@ -20,16 +20,17 @@ Prompt = str | list[int] | dict[str, Any]
 class LLM:
     """Load a model and generate from it.
 
-    >>> llm = LLM("path/to/model")
+    >>> llm = LLM()  # the bundled default model; or LLM("path/to/model")
     >>> llm.generate("def fib(n):", SamplingParams(max_tokens=32, temperature=0))[0].outputs[0].text
 
-    `model` is a Hugging Face model directory. `dtype` chooses the in-memory weight dtype
+    `model` is a Hugging Face model directory; None (the default) loads the small Python-code
+    model shipped with hearth (engine/default_model). `dtype` chooses the in-memory weight dtype
     ("bfloat16" or "float32"; default: as stored, fp16 widened to fp32). `max_model_len` caps
     prompt + output tokens (default: the model's limit, within the KV cache budget
     `kv_cache_memory` bytes). `seed` seeds sampling of requests that carry no seed of their own.
     """
 
-    def __init__(self, model: str | Path, *, device: str = "cpu", dtype: str | None = None,
+    def __init__(self, model: str | Path | None = None, *, device: str = "cpu", dtype: str | None = None,
                  quantization: str | None = None, max_model_len: int | None = None,
                  seed: int | None = None, **engine_kwargs: Any) -> None:
         if quantization is not None:

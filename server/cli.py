@@ -1,4 +1,4 @@
-"""`hearth` command line: `hearth generate MODEL PROMPT` streams a completion to stdout."""
+"""`hearth` command line: `hearth generate [MODEL] PROMPT` streams a completion to stdout."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import sys
 
 def _generate_parser(sub) -> None:
     p = sub.add_parser("generate", help="complete a prompt and stream the text to stdout",
-                       description="Load MODEL and stream a completion of PROMPT to stdout.")
-    p.add_argument("model", help="Hugging Face model directory (config.json, *.safetensors, tokenizer.json)")
-    p.add_argument("prompt", help="the text to complete")
+                       description="Load MODEL (default: the bundled Python-code model) and stream a "
+                                   "completion of PROMPT to stdout.")
+    p.add_argument("model_and_prompt", nargs="+", metavar="[MODEL] PROMPT",
+                   help="optional Hugging Face model directory (config.json, *.safetensors, tokenizer.json; "
+                        "default: the bundled model), then the text to complete")
     p.add_argument("--max-tokens", type=int, default=128, help="most tokens to generate (default 128)")
     p.add_argument("--temperature", type=float, default=None,
                    help="0 = greedy; default: the model's generation_config.json, else 1.0")
@@ -35,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_generate(args: argparse.Namespace) -> int:
     from engine import LLM
 
-    llm = LLM(args.model, dtype=args.dtype, max_model_len=args.max_model_len)
+    if len(args.model_and_prompt) > 2:
+        raise ValueError(f"generate takes [MODEL] PROMPT, got {len(args.model_and_prompt)} arguments; "
+                         "quote the prompt")
+    *model, args.prompt = args.model_and_prompt
+    llm = LLM(model[0] if model else None, dtype=args.dtype, max_model_len=args.max_model_len)
     overrides = {k: v for k, v in {
         "max_tokens": args.max_tokens, "temperature": args.temperature, "top_k": args.top_k,
         "top_p": args.top_p, "min_p": args.min_p, "repetition_penalty": args.repetition_penalty,
