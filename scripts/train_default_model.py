@@ -31,11 +31,13 @@ REPO = Path(__file__).resolve().parent.parent
 EOT = "<|endoftext|>"
 HELDOUT_EVERY = 20          # one file in twenty is held out for evaluation
 MAX_FILE_BYTES = 256_000    # skip the few huge generated files (pydoc topics, codec tables)
+# no trailing newline: "\n" and the indentation after it are one token in training
 SAMPLE_PROMPTS = (
     "def fibonacci(n):",
-    "import os\n\n\ndef list_python_files(directory):\n",
-    'class Stack:\n    """A last-in, first-out stack."""\n\n    def __init__(self):\n',
+    "import sys\n\n\ndef main():",
+    "def read_lines(path):\n    with open(path) as f:",
 )
+SAMPLES_HEADING = "## Sample completions"
 # Python-comment chat template: the model completes code, it was never tuned to chat
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -65,6 +67,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-files", type=int, default=None, help="use only the first N files (smoke runs)")
     p.add_argument("--smoke", action="store_true", help="tiny everything: checks the pipeline in seconds")
+    p.add_argument("--samples-only", action="store_true",
+                   help="only regenerate the README's sample completions from the model in --out")
     args = p.parse_args()
     if args.smoke:
         args.__dict__.update(steps=4, batch_size=2, seq_len=64, vocab_size=400, hidden_size=64,
@@ -250,8 +254,10 @@ def greedy_samples(model, tok, seq_len: int, max_new_tokens: int = 64) -> list[t
     with torch.no_grad():
         for prompt in SAMPLE_PROMPTS:
             ids = torch.tensor([tok.encode(prompt).ids])
-            gen = model.generate(ids, max_new_tokens=min(max_new_tokens, seq_len - ids.shape[1]), do_sample=False, eos_token_id=eot,
-                                 pad_token_id=eot)[0, ids.shape[1]:].tolist()
+            # explicit mask: the leading <|endoftext|> is also the pad id and must not be masked
+            gen = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, eos_token_id=eot,
+                                 pad_token_id=eot, max_new_tokens=min(max_new_tokens, seq_len - ids.shape[1]),
+                                 )[0, ids.shape[1]:].tolist()
             out.append((prompt, tok.decode([t for t in gen if t != eot])))
     return out
 
@@ -275,19 +281,38 @@ def save_model(model, tok, args: argparse.Namespace) -> None:
         indent=2) + "\n")
 
 
+def samples_markdown(samples: list[tuple[str, str]]) -> str:
+    """The README's sample section: each prompt and its greedy completion."""
+    body = "\n\n".join(f"```python\n{p}{c}\n```" for p, c in samples)
+    return (f"{SAMPLES_HEADING}\n\nGreedy, 64 new tokens, prompts as in `SAMPLE_PROMPTS`. A model this small "
+            "soon loops under greedy decoding; sampling (the generation_config defaults) wanders instead.\n\n"
+            f"{body}\n")
+
+
+def rewrite_samples(args: argparse.Namespace) -> None:
+    """--samples-only: regenerate the README's samples from the saved model (no training)."""
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(args.out, dtype=torch.float32).eval()
+    tok = Tokenizer.from_file(str(args.out / "tokenizer.json"))
+    readme = (args.out / "README.md").read_text()
+    head = readme[:readme.index(SAMPLES_HEADING)]
+    (args.out / "README.md").write_text(head + samples_markdown(greedy_samples(model, tok, args.seq_len)))
+
+
 def write_readme(args: argparse.Namespace, facts: dict) -> None:
     """The model card, with every figure from this run."""
     f = facts
-    samples = "\n\n".join(f"Prompt:\n\n```python\n{p}\n```\n\nGreedy completion (64 tokens):\n\n```python\n{p}{c}\n```"
-                          for p, c in f["samples"])
     curve = "\n".join(f"| {r['step']} | {r['tokens']:,} | {r['train_loss']:.3f} | "
                       f"{r.get('heldout_loss', float('nan')):.3f} | {r['elapsed_s'] / 60:.1f} |"
                       for r in f["log"] if "heldout_loss" in r)
     text = f"""# hearth-pystdlib (hearth's default model)
 
 A {f['params'] / 1e6:.1f} M-parameter Llama trained from scratch on the Python {f['python']} standard
-library, shipped inside the `engine` package so that `hearth generate PROMPT`, `hearth serve` and
-`LLM()` work with no download. It completes Python code; it is far too small to know much, but it
+library, shipped inside the `engine` package so that `LLM()` and the `hearth` commands work
+with no model argument and no download. It completes Python code; it is far too small to know much, but it
 writes recognisable Python. Its weights look like trained weights, so quantization and serving
 tests can use it.
 
@@ -319,7 +344,7 @@ with warm-up and cosine decay, bf16 autocast, seed {args.seed}, torch {f['torch'
 Wall time of the whole script (data, tokenizer, training, evaluation, saving): **{f['wall_min']:.1f} minutes**
 on {f['machine']}.
 
-| step | tokens seen | train loss | held-out loss (16 windows) | minutes |
+| step | tokens seen | train loss | held-out loss (16 windows) | minutes of training |
 |---:|---:|---:|---:|---:|
 {curve}
 
@@ -334,10 +359,7 @@ on {f['machine']}.
 | held-out bits per byte | {f['heldout_loss'] / math.log(2) * f['heldout_tokens'] / f['heldout_bytes']:.3f} |
 | held-out sample loss (tests/data/default_model_heldout.json) | {f['sample_loss']:.4f} nats/token |
 
-## Sample completions (greedy)
-
-{samples}
-"""
+{samples_markdown(f["samples"])}"""
     (args.out / "README.md").write_text(text)
 
 
@@ -362,6 +384,9 @@ def main() -> None:
     t0 = time.perf_counter()
     args = parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
+    if args.samples_only:
+        rewrite_samples(args)
+        return
     docs = list_sources(args.stdlib, args.max_files)
     train_docs = [d for d in docs if not is_heldout(d[0])]
     heldout_docs = [d for d in docs if is_heldout(d[0])]

@@ -108,12 +108,13 @@ def test_heldout_loss_is_the_readme_figure_and_beats_unigram(llm, heldout):
 
 
 def test_greedy_completions_match_transformers(llm, hf):
-    for prompt in ("def fibonacci(n):", "import os\n\n\ndef list_python_files(directory):\n"):
+    for prompt in ("def fibonacci(n):", "import sys\n\n\ndef main():"):
         ids = llm.tokenizer.encode(prompt)
         ours = llm.generate(ids, SamplingParams(max_tokens=48, temperature=0, ignore_eos=True))[0].outputs[0]
         with torch.no_grad():
-            ref = hf.generate(torch.tensor([ids]), max_new_tokens=48, do_sample=False, eos_token_id=None,
-                              pad_token_id=0)[0, len(ids):].tolist()
+            x = torch.tensor([ids])  # explicit mask: BOS shares its id with pad and must stay visible
+            ref = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=48, do_sample=False,
+                              eos_token_id=None, pad_token_id=0)[0, len(ids):].tolist()
         assert list(ours.token_ids) == ref
 
 
