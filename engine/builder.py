@@ -62,9 +62,15 @@ def read_generation_config(model_dir: Path) -> tuple[dict[str, Any], tuple[int, 
     return defaults, eos_ids
 
 
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
 def choose_limits(mc: ModelConfig, max_model_len: int | None, kv_cache_memory: int | None,
-                  block_size: int) -> tuple[int, int]:
-    """(max_model_len, num_blocks) under the KV memory budget."""
+                  block_size: int, num_kv_blocks: int | None = None) -> tuple[int, int]:
+    """(max_model_len, num_blocks) from an explicit block count or a KV memory budget."""
     limit = mc.max_position_embeddings
     if mc.sliding_window is not None:
         # within the window, sliding-window attention equals full attention
@@ -74,13 +80,18 @@ def choose_limits(mc: ModelConfig, max_model_len: int | None, kv_cache_memory: i
             raise ValueError(f"max_model_len must be a positive integer, got {max_model_len!r}")
         if max_model_len > limit:
             raise ValueError(f"max_model_len ({max_model_len}) exceeds what the model supports ({limit})")
-    budget = DEFAULT_KV_CACHE_BYTES if kv_cache_memory is None else int(kv_cache_memory)
-    num_blocks = budget // (block_size * mc.kv_bytes_per_token)
+    if num_kv_blocks is not None:
+        if kv_cache_memory is not None:
+            raise ValueError("give kv_cache_memory or num_kv_blocks, not both")
+        num_blocks, what = _positive_int("num_kv_blocks", num_kv_blocks), f"num_kv_blocks ({num_kv_blocks})"
+    else:
+        budget = DEFAULT_KV_CACHE_BYTES if kv_cache_memory is None else _positive_int("kv_cache_memory", kv_cache_memory)
+        num_blocks, what = budget // (block_size * mc.kv_bytes_per_token), f"kv_cache_memory ({budget} bytes)"
     fits = num_blocks * block_size
     if num_blocks <= 0 or (max_model_len is not None and max_model_len > fits):
         raise ValueError(
-            f"kv_cache_memory ({budget} bytes) holds {fits} tokens, fewer than max_model_len "
-            f"({max_model_len or limit}); raise kv_cache_memory or lower max_model_len")
+            f"{what} holds {fits} tokens, fewer than max_model_len "
+            f"({max_model_len or limit}); raise it or lower max_model_len")
     if max_model_len is None:
         max_model_len = min(limit, fits)
         if max_model_len < limit:
@@ -90,10 +101,14 @@ def choose_limits(mc: ModelConfig, max_model_len: int | None, kv_cache_memory: i
 
 def build_engine(model: str | Path | None, *, device: str = "cpu", dtype: str | None = None,
                  max_model_len: int | None = None, seed: int | None = None,
-                 kv_cache_memory: int | None = None, block_size: int = 16,
+                 kv_cache_memory: int | None = None, num_kv_blocks: int | None = None, block_size: int = 16,
                  max_num_seqs: int = 64, max_num_batched_tokens: int = 2048,
+                 enable_prefix_caching: bool = True,
                  ) -> tuple[EngineCore, Tokenizer, EngineConfig]:
     """Load config, tokenizer and weights; size the KV cache; return the engine core."""
+    for name, value in (("block_size", block_size), ("max_num_seqs", max_num_seqs),
+                        ("max_num_batched_tokens", max_num_batched_tokens)):
+        _positive_int(name, value)
     backend = get_backend(device)
     model_dir = resolve_model_dir(model)
     mc = ModelConfig.from_file(model_dir / "config.json")
@@ -101,12 +116,16 @@ def build_engine(model: str | Path | None, *, device: str = "cpu", dtype: str | 
     defaults, gen_eos = read_generation_config(model_dir)
     eos = tuple(dict.fromkeys(gen_eos + mc.eos_token_ids + (
         (tokenizer.eos_token_id,) if tokenizer.eos_token_id is not None else ())))
-    max_model_len, num_blocks = choose_limits(mc, max_model_len, kv_cache_memory, block_size)
+    max_model_len, num_blocks = choose_limits(mc, max_model_len, kv_cache_memory, block_size, num_kv_blocks)
+    log.info("KV cache: %d blocks of %d tokens = %d tokens (%.1f MiB); max_model_len %d, prefix caching %s",
+             num_blocks, block_size, num_blocks * block_size,
+             num_blocks * block_size * mc.kv_bytes_per_token / 2**20, max_model_len,
+             "on" if enable_prefix_caching else "off")
     config = EngineConfig(
         model_dir=model_dir, model=mc,
-        cache=CacheConfig(block_size=block_size, num_blocks=num_blocks),
+        cache=CacheConfig(block_size=block_size, num_blocks=num_blocks, enable_prefix_caching=enable_prefix_caching),
         scheduler=SchedulerConfig(max_model_len=max_model_len, max_num_seqs=max_num_seqs,
-                                  max_num_batched_tokens=max(max_num_batched_tokens, 1)),
+                                  max_num_batched_tokens=max_num_batched_tokens),
         weight_dtype=normalize_dtype(dtype), device=device, seed=seed,
         generation_defaults=defaults, eos_token_ids=eos)
     net = LlamaForCausalLM(mc, backend, Checkpoint(model_dir), config.weight_dtype, max_model_len)

@@ -175,6 +175,7 @@ class CacheConfig:
 
     block_size: int = 16
     num_blocks: int = 0
+    enable_prefix_caching: bool = True
 
     def __post_init__(self) -> None:
         if self.block_size <= 0 or self.num_blocks <= 0:

@@ -28,16 +28,34 @@ class StepEvent:
     stop_reason: int | str | None = None
 
 
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot of the engine's gauges and counters (counters count since start-up)."""
+
+    num_running: int
+    num_waiting: int
+    num_kv_blocks: int
+    kv_cache_usage: float          # fraction of blocks held by requests
+    prefix_cache_queries: int      # prompt tokens looked up in the prefix cache
+    prefix_cache_hits: int         # of those, tokens found cached
+    num_preemptions: int
+    num_prompt_tokens: int         # prompt tokens of requests added
+    num_generation_tokens: int     # tokens sampled
+
+
 class EngineCore:
     """Owns the scheduler, the KV cache, the model runner and the sampler."""
 
     def __init__(self, config: EngineConfig, runner: ModelRunner) -> None:
         self.config = config
         self.runner = runner
-        self.kv_cache = KVCacheManager(config.cache.num_blocks, config.cache.block_size)
+        self.kv_cache = KVCacheManager(config.cache.num_blocks, config.cache.block_size,
+                                       config.cache.enable_prefix_caching)
         self.scheduler = Scheduler(config.scheduler, self.kv_cache)
         self.sampler = Sampler(config.seed)
         self._arrivals = 0
+        self._num_prompt_tokens = 0
+        self._num_generation_tokens = 0
 
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
                     wants_prompt_logprobs: bool | None = None) -> None:
@@ -49,8 +67,9 @@ class EngineCore:
                       sampling_params=params, arrival_order=self._arrivals,
                       max_total_tokens=self.config.scheduler.max_model_len, generator=generator,
                       wants_prompt_logprobs=wants_prompt_logprobs)
-        self._arrivals += 1
         self.scheduler.add(req)
+        self._arrivals += 1
+        self._num_prompt_tokens += len(req.prompt_token_ids)
 
     def abort(self, request_id: str) -> bool:
         """Stop a request now and free its KV blocks; False if it was unknown or finished."""
@@ -61,6 +80,16 @@ class EngineCore:
     @property
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished
+
+    def stats(self) -> EngineStats:
+        """Gauges and counters for logs and metrics."""
+        kv = self.kv_cache
+        return EngineStats(
+            num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
+            num_kv_blocks=kv.pool.num_blocks, kv_cache_usage=kv.usage,
+            prefix_cache_queries=kv.stats.queries, prefix_cache_hits=kv.stats.hits,
+            num_preemptions=self.scheduler.num_preemptions, num_prompt_tokens=self._num_prompt_tokens,
+            num_generation_tokens=self._num_generation_tokens)
 
     def step(self) -> list[StepEvent]:
         """Advance every schedulable request by one step; events for those that changed."""
@@ -85,6 +114,7 @@ class EngineCore:
             return {}
         rows = np.stack([logits[rid].sample_row for rid in todo])
         tokens, lps = self.sampler.sample(rows, [requests[rid] for rid in todo])
+        self._num_generation_tokens += len(tokens)
         for rid, tok, lp in zip(todo, tokens, lps):
             events[rid].new_token_ids.append(tok)
             if lp is not None:

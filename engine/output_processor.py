@@ -58,6 +58,7 @@ class RequestState:
         self.prompt_logprobs: list[PositionLogprobs | None] | None = (
             [None] if params.prompt_logprobs is not None else None)
         self.sent_prompt_logprobs = 0
+        self.error: Exception | None = None  # set when handling this request's output failed
         self.samples = [
             _Sample(i, IncrementalDetokenizer(tokenizer, skip_special_tokens=params.skip_special_tokens),
                     params, logprobs=[] if params.logprobs is not None else None,
@@ -67,6 +68,13 @@ class RequestState:
     @property
     def finished(self) -> bool:
         return all(s.finish_reason is not None for s in self.samples)
+
+    def mark_aborted(self) -> None:
+        """Finish every unfinished sample with finish_reason "abort"."""
+        for s in self.samples:
+            if s.finish_reason is None:
+                s.text += s.detok.flush()
+                s.finish_reason = "abort"
 
     def _decode_one(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id], skip_special_tokens=False)

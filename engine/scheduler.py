@@ -4,7 +4,8 @@ Every request has `num_computed_tokens` catching up to `num_tokens`. A step gran
 `max_num_batched_tokens`, running requests first (oldest first), then waiting ones; so chunked
 prefill, decode and recompute after preemption are one mechanism. When the KV pool runs dry the
 newest running request is preempted: its blocks are freed and it goes back to the front of the
-waiting queue, to be recomputed later. Imports no array library."""
+waiting queue, to be recomputed later. A request admitted from the queue starts after the
+longest prefix of its tokens already in the prefix cache. Imports no array library."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class Scheduler:
         self.requests: dict[str, Request] = {}
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
+        self.num_preemptions = 0
 
     # ------------------------------------------------------------ queue management
 
@@ -70,9 +72,14 @@ class Scheduler:
         while (self.waiting and budget > 0 and not out.preempted_ids
                and len(self.running) < self.config.max_num_seqs):
             req = self.waiting[0]
-            n = min(req.num_tokens - req.num_computed_tokens, budget)
-            if not self.kv_cache.allocate(req.request_id, req.num_computed_tokens + n):
+            # prompt log-probs need the logits of every prompt position: no skipping for those
+            cached = [] if req.wants_prompt_logprobs else self.kv_cache.find_cached_prefix(req)
+            num_cached = len(cached) * self.kv_cache.block_size
+            n = min(req.num_tokens - num_cached, budget)
+            if not self.kv_cache.allocate(req, num_cached + n, cached):
                 break
+            self.kv_cache.stats.record(req.num_tokens, num_cached)
+            req.num_computed_tokens = num_cached
             self.waiting.popleft()
             req.status = RequestStatus.RUNNING
             self.running.append(req)
@@ -115,7 +122,7 @@ class Scheduler:
     def _allocate_or_preempt(self, req: Request, n: int, out: SchedulerOutput) -> bool:
         """Make room for n more tokens of `req`, preempting the newest running requests;
         False when `req` itself had to be preempted."""
-        while not self.kv_cache.allocate(req.request_id, req.num_computed_tokens + n):
+        while not self.kv_cache.allocate(req, req.num_computed_tokens + n):
             victim = self.running.pop()
             self._preempt(victim)
             out.preempted_ids.append(victim.request_id)
@@ -124,13 +131,14 @@ class Scheduler:
         return True
 
     def _preempt(self, req: Request) -> None:
+        self.num_preemptions += 1
         self.kv_cache.free(req.request_id)
         req.num_computed_tokens = 0
         req.status = RequestStatus.WAITING
         self.waiting.appendleft(req)
 
     def _retire(self, req: Request) -> None:
-        self.kv_cache.free(req.request_id)
+        self.kv_cache.forget(req.request_id)
         if req in self.running:
             self.running.remove(req)
         elif req in self.waiting:

@@ -1,0 +1,138 @@
+"""The part of LLM and AsyncLLM that sits on the engine core: prompt validation, fan-out of the
+n samples of a request, and routing of step events to per-request output state."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from engine.config import EngineConfig
+from engine.core import EngineCore
+from engine.output_processor import RequestState
+from engine.sampling_params import SamplingParams
+from engine.tokenizer import Tokenizer
+
+Prompt = str | list[int] | dict[str, Any]
+
+
+class EngineFrontend:
+    """Validated requests in, RequestStates out. Not thread-safe: one thread drives it."""
+
+    def __init__(self, engine: EngineCore, tokenizer: Tokenizer, config: EngineConfig) -> None:
+        self.engine, self.tokenizer, self.config = engine, tokenizer, config
+        self._ids = itertools.count()
+        self._children: dict[str, tuple[RequestState, int]] = {}
+        self.states: dict[str, RequestState] = {}
+
+    def default_params(self) -> SamplingParams:
+        """SamplingParams with the model's generation_config.json defaults."""
+        return SamplingParams(**self.config.generation_defaults)
+
+    def params_list(self, sp: SamplingParams | Sequence[SamplingParams] | None, count: int) -> list[SamplingParams]:
+        """One SamplingParams per prompt (None: the model's defaults)."""
+        if sp is None:
+            return [self.default_params()] * count
+        if isinstance(sp, SamplingParams):
+            return [sp] * count
+        sp = list(sp)
+        if len(sp) != count:
+            raise ValueError(f"sampling_params: got {len(sp)} for {count} prompts")
+        if not all(isinstance(p, SamplingParams) for p in sp):
+            raise ValueError("sampling_params must be SamplingParams objects")
+        return sp
+
+    def tokenize(self, prompt: Prompt, params: SamplingParams) -> tuple[str | None, list[int]]:
+        """(text, token ids) of a prompt, checked against the model and the context length."""
+        if isinstance(prompt, str):
+            text, ids = prompt, self.tokenizer.encode(prompt)
+        elif isinstance(prompt, dict):
+            text, ids = prompt.get("prompt"), prompt.get("prompt_token_ids")
+            if ids is None:
+                if not isinstance(text, str):
+                    raise ValueError("prompt dict needs 'prompt' (str) or 'prompt_token_ids'")
+                ids = self.tokenizer.encode(text)
+        elif isinstance(prompt, (list, tuple)):
+            text, ids = None, prompt
+        else:
+            raise ValueError(f"a prompt is a string, a list of token ids or a dict, not {type(prompt).__name__}")
+        if not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in ids):
+            raise ValueError("prompt token ids must be integers")
+        ids = [int(t) for t in ids]
+        self._check_fits(ids, params)
+        return text, ids
+
+    def _check_fits(self, ids: list[int], params: SamplingParams) -> None:
+        vocab = self.config.model.vocab_size
+        if not ids:
+            raise ValueError("prompt must not be empty")
+        bad = next((t for t in ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise ValueError(f"prompt token id {bad} is out of range for vocab_size {vocab}")
+        limit = self.config.scheduler.max_model_len
+        if len(ids) > limit:
+            raise ValueError(f"prompt has {len(ids)} tokens, more than max_model_len ({limit})")
+        if params.max_tokens is not None and len(ids) + params.max_tokens > limit:
+            raise ValueError(
+                f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) = "
+                f"{len(ids) + params.max_tokens} tokens, more than max_model_len ({limit})")
+
+    def add(self, text: str | None, ids: list[int], sp: SamplingParams,
+            request_id: str | None = None) -> RequestState:
+        """Queue one validated prompt as n engine requests; returns its output state."""
+        request_id = str(next(self._ids)) if request_id is None else request_id
+        if request_id in self.states:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        sp = sp.clone(_eos_token_ids=self.config.eos_token_ids)
+        state = RequestState(request_id, text, ids, sp, self.tokenizer)
+        self.states[request_id] = state
+        try:
+            for i in range(sp.n):
+                seed = sp.seed
+                if seed is not None and sp.n > 1:  # distinct but reproducible streams per sample
+                    seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+                child_id = f"{request_id}-{i}"
+                self._children[child_id] = (state, i)
+                self.engine.add_request(child_id, ids, sp.clone(n=1, seed=seed),
+                                        wants_prompt_logprobs=i == 0 and sp.prompt_logprobs is not None)
+        except Exception:
+            self.abort(state)
+            raise
+        return state
+
+    @property
+    def has_unfinished(self) -> bool:
+        return self.engine.has_unfinished
+
+    def step(self) -> set[RequestState]:
+        """One engine step; the states that changed (finished ones are forgotten here). A state
+        whose output handling raised carries the exception in `error` and is aborted."""
+        touched = set()
+        for ev in self.engine.step():
+            state, index = self._children[ev.request_id]
+            touched.add(state)
+            if state.error is not None:
+                continue
+            try:
+                if state.apply(index, ev):
+                    self.engine.abort(ev.request_id)  # a stop string ended it
+            except Exception as exc:  # this request's output failed: it alone is dropped
+                state.error = exc
+                self.abort(state)
+                continue
+            if state.samples[index].finish_reason is not None:
+                self._children.pop(ev.request_id, None)
+        for state in touched:
+            if state.finished:
+                self.states.pop(state.request_id, None)
+        return touched
+
+    def abort(self, state: RequestState) -> None:
+        """Free whatever the request still holds (a no-op once it finished)."""
+        for i in range(len(state.samples)):
+            child_id = f"{state.request_id}-{i}"
+            if self._children.pop(child_id, None) is not None:
+                self.engine.abort(child_id)
+        self.states.pop(state.request_id, None)

@@ -1,0 +1,158 @@
+"""AsyncLLM: concurrent streams, cancellation, abort, per-request failures and engine faults."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from engine import AsyncLLM, EngineDeadError, SamplingParams
+from engine.output_processor import RequestState
+
+
+@pytest.fixture()
+def engine(tiny_model_dir):
+    eng = AsyncLLM(str(tiny_model_dir), max_model_len=256, num_kv_blocks=64, max_num_seqs=16)
+    yield eng
+    eng.shutdown()
+
+
+async def _collect(engine: AsyncLLM, prompt, sp: SamplingParams, request_id: str | None = None,
+                   started: asyncio.Event | None = None):
+    """(token ids, text, finish_reason) of one stream, built from its deltas; `started` is set
+    once the first delta arrived."""
+    ids, text, reason = [], "", None
+    async for out in engine.generate(prompt, sp, request_id=request_id):
+        ids += out.outputs[0].token_ids
+        text += out.outputs[0].text
+        reason = out.outputs[0].finish_reason
+        if started is not None:
+            started.set()
+    return ids, text, reason
+
+
+async def _wait_idle(engine: AsyncLLM) -> None:
+    for _ in range(500):
+        stats = engine.get_stats()
+        if stats.num_running == stats.num_waiting == 0 and stats.kv_cache_usage == 0.0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"engine never went idle: {engine.get_stats()}")
+
+
+def test_50_concurrent_streams_some_cancelled(engine, tiny_llm):
+    rng = np.random.default_rng()
+    prompts = [rng.integers(3, 400, size=int(rng.integers(2, 40))).tolist() for _ in range(50)]
+    sp = SamplingParams(max_tokens=20, temperature=0, ignore_eos=True)
+    expected = [o.outputs[0].token_ids for o in tiny_llm.generate(prompts, sp)]
+    cancelled = set(range(0, 50, 7))
+
+    async def main():
+        started = [asyncio.Event() for _ in prompts]
+        tasks = [asyncio.create_task(_collect(engine, p, sp, f"req-{i}", started[i])) for i, p in enumerate(prompts)]
+        for i in cancelled:  # a client going away mid-stream
+            await started[i].wait()
+            tasks[i].cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await _wait_idle(engine)
+        return results
+
+    results = asyncio.run(main())
+    assert sum(isinstance(results[i], asyncio.CancelledError) for i in cancelled) >= len(cancelled) // 2
+    for i, res in enumerate(results):
+        if i in cancelled and isinstance(res, asyncio.CancelledError):
+            continue
+        ids, _, reason = res
+        assert ids == expected[i] and reason == "length"
+    kv = engine.engine.kv_cache
+    assert kv.num_free_blocks == kv.pool.num_blocks
+
+
+def test_abort_by_id_ends_the_stream_and_frees_blocks(engine):
+    sp = SamplingParams(max_tokens=200, temperature=0, ignore_eos=True)
+
+    async def main():
+        seen = []
+        async for out in engine.generate([5, 6, 7, 8], sp, request_id="victim"):
+            seen.append(out)
+            if len(seen) == 3:
+                await engine.abort("victim")
+        await _wait_idle(engine)
+        return seen
+
+    seen = asyncio.run(main())
+    assert seen[-1].finished and seen[-1].outputs[0].finish_reason == "abort"
+    assert len(sum((o.outputs[0].token_ids for o in seen), [])) < 200
+
+
+def test_bad_input_raises_before_queueing(engine):
+    async def main():
+        with pytest.raises(ValueError, match="max_model_len"):
+            async for _ in engine.generate(list(range(3, 300)), SamplingParams(max_tokens=1)):
+                pass
+        with pytest.raises(ValueError, match="out of range"):
+            async for _ in engine.generate([10**7], SamplingParams(max_tokens=1)):
+                pass
+        agen = engine.generate([3, 4], SamplingParams(max_tokens=50, ignore_eos=True), request_id="dup")
+        await agen.__anext__()
+        with pytest.raises(ValueError, match="already in use"):
+            async for _ in engine.generate([3, 4], SamplingParams(max_tokens=1), request_id="dup"):
+                pass
+        await agen.aclose()
+        await _wait_idle(engine)
+
+    asyncio.run(main())
+    assert engine.is_healthy
+
+
+def test_a_failing_request_fails_alone(engine, monkeypatch):
+    original = RequestState.apply
+
+    def apply(self, index, ev):
+        if self.request_id == "bad":
+            raise KeyError("detokenizer exploded")
+        return original(self, index, ev)
+
+    monkeypatch.setattr(RequestState, "apply", apply)
+    sp = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
+
+    async def main():
+        good = asyncio.create_task(_collect(engine, [3, 4, 5], sp, request_id="good"))
+        bad = asyncio.create_task(_collect(engine, [3, 4, 6], sp, request_id="bad"))
+        results = await asyncio.gather(good, bad, return_exceptions=True)
+        await _wait_idle(engine)
+        return results
+
+    good, bad = asyncio.run(main())
+    assert len(good[0]) == 8 and good[2] == "length"
+    assert isinstance(bad, RuntimeError) and "detokenizer exploded" in str(bad)
+    assert engine.is_healthy and not engine.errored
+
+
+def test_engine_fault_fails_every_request_with_the_reason(engine, monkeypatch):
+    def broken_step():
+        raise MemoryError("simulated kernel failure")
+
+    sp = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
+
+    async def main():
+        monkeypatch.setattr(engine.engine, "step", broken_step)
+        results = await asyncio.gather(*(_collect(engine, [3, 4, i], sp) for i in range(5, 9)),
+                                       return_exceptions=True)
+        with pytest.raises(EngineDeadError):
+            async for _ in engine.generate([3, 4], sp):
+                pass
+        return results
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, EngineDeadError) and "simulated kernel failure" in str(r) for r in results)
+    assert engine.errored and not engine.is_healthy
+    assert "simulated kernel failure" in str(engine.dead_error)
+
+
+def test_stream_text_matches_sync_llm(engine, tiny_llm):
+    sp = SamplingParams(max_tokens=16, temperature=0, ignore_eos=True, n=2, seed=3)
+    ids, text, _ = asyncio.run(_collect(engine, "def f(x):", sp.clone(n=1)))
+    ref = tiny_llm.generate("def f(x):", sp.clone(n=1))[0].outputs[0]
+    assert (ids, text) == (ref.token_ids, ref.text)
