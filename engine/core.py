@@ -112,7 +112,11 @@ class EngineCore:
         todo = [s.request_id for s in sched.scheduled if s.samples]
         if not todo:
             return {}
-        rows = np.stack([logits[rid].sample_row for rid in todo])
+        index = [logits[rid].sample_index for rid in todo]
+        if index == list(range(index[0], index[0] + len(index))):  # decode: a slice, no copy
+            rows = self.runner.last_logits[index[0]:index[0] + len(index)]
+        else:
+            rows = np.stack([logits[rid].sample_row for rid in todo])
         tokens, lps = self.sampler.sample(rows, [requests[rid] for rid in todo])
         self._num_generation_tokens += len(tokens)
         for rid, tok, lp in zip(todo, tokens, lps):

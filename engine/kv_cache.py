@@ -157,6 +157,10 @@ class KVCacheManager:
         that `total_tokens` fills are registered for reuse: their K/V is written this step."""
         rid = request.request_id
         owned = self._blocks.get(rid, [])
+        if owned and not cached and total_tokens <= len(owned) * self.block_size:  # the decode fast path
+            if total_tokens // self.block_size > self._num_registered[rid]:
+                self._register_full_blocks(request, total_tokens)
+            return True
         extra = blocks_needed(total_tokens, self.block_size) - len(owned) - len(cached)
         idle_hits = sum(1 for b in cached if self.pool.ref_counts[b] == 0)
         if max(extra, 0) + idle_hits > self.pool.num_free:

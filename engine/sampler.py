@@ -67,10 +67,14 @@ class Sampler:
 
     def sample(self, logits: np.ndarray, requests: list[Request]) -> tuple[list[int], list[TokenLogprobs | None]]:
         """logits [S, V] float32, one row per request -> chosen ids and (when asked) logprobs."""
+        # rows that only need an argmax are done together
+        plain = [i for i, r in enumerate(requests) if _is_plain_greedy(r)]
+        plain_rows = logits if len(plain) == len(requests) else logits[plain]  # no copy when all are plain
+        fast = dict(zip(plain, np.argmax(plain_rows, axis=1).tolist())) if plain else {}
         tokens, logprobs = [], []
-        for row, req in zip(logits, requests):
+        for i, (row, req) in enumerate(zip(logits, requests)):
             sp = req.sampling_params
-            tok = self._sample_row(row, req, sp)
+            tok = fast[i] if i in fast else self._sample_row(row, req, sp)
             tokens.append(tok)
             if sp.logprobs is not None:
                 logprobs.append(gather_logprobs(row[None], np.array([tok]), sp.logprobs)[0])
@@ -95,6 +99,11 @@ class Sampler:
         u = rng.random() * probs.sum()
         pos = min(int(np.searchsorted(np.cumsum(probs), u, side="right")), len(ids) - 1)
         return int(ids[pos])
+
+
+def _is_plain_greedy(req: Request) -> bool:
+    sp = req.sampling_params
+    return sp.is_greedy and not sp.has_penalties and len(req.output_token_ids) >= sp.min_tokens
 
 
 def _banned_ids(req: Request, sp: SamplingParams) -> list[int]:

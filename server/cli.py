@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -23,8 +24,30 @@ def _generate_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     p.add_argument("--chat", action="store_true", help="wrap PROMPT as a user message in the chat template")
-    p.add_argument("--dtype", default=None, help="weight dtype in memory: bfloat16 or float32")
-    p.add_argument("--max-model-len", type=int, default=None, help="cap on prompt + output tokens")
+    add_engine_args(p)
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    """Flags that size the engine: weights, context, KV cache and batching."""
+    g = p.add_argument_group("engine")
+    g.add_argument("--dtype", default=None, help="weight dtype in memory: bfloat16 or float32 (default: as stored)")
+    g.add_argument("--max-model-len", type=int, default=None, help="cap on prompt + output tokens")
+    g.add_argument("--kv-cache-memory", type=int, default=None,
+                   help="KV cache budget in bytes (default 2 GiB); its capacity in tokens is logged at start-up")
+    g.add_argument("--num-kv-blocks", type=int, default=None, help="KV cache size in blocks (instead of bytes)")
+    g.add_argument("--block-size", type=int, default=16, help="tokens per KV block (default 16)")
+    g.add_argument("--max-num-seqs", type=int, default=64, help="most sequences in one step (default 64)")
+    g.add_argument("--max-num-batched-tokens", type=int, default=2048,
+                   help="token budget of one step; longer prompts are prefilled in chunks (default 2048)")
+    g.add_argument("--no-prefix-caching", action="store_true", help="do not reuse the KV of shared prompt prefixes")
+
+
+def engine_kwargs(args: argparse.Namespace) -> dict:
+    """LLM / AsyncLLM keyword arguments from the engine flags."""
+    return {"dtype": args.dtype, "max_model_len": args.max_model_len, "kv_cache_memory": args.kv_cache_memory,
+            "num_kv_blocks": args.num_kv_blocks, "block_size": args.block_size, "max_num_seqs": args.max_num_seqs,
+            "max_num_batched_tokens": args.max_num_batched_tokens,
+            "enable_prefix_caching": not args.no_prefix_caching}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +64,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         raise ValueError(f"generate takes [MODEL] PROMPT, got {len(args.model_and_prompt)} arguments; "
                          "quote the prompt")
     *model, args.prompt = args.model_and_prompt
-    llm = LLM(model[0] if model else None, dtype=args.dtype, max_model_len=args.max_model_len)
+    llm = LLM(model[0] if model else None, **engine_kwargs(args))
     overrides = {k: v for k, v in {
         "max_tokens": args.max_tokens, "temperature": args.temperature, "top_k": args.top_k,
         "top_p": args.top_p, "min_p": args.min_p, "repetition_penalty": args.repetition_penalty,
@@ -61,6 +84,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hearth` console script."""
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="hearth: %(message)s", stream=sys.stderr)
     try:
         if args.command == "generate":
             return _run_generate(args)

@@ -96,3 +96,15 @@ def test_cli_chat_applies_template(tiny_model_dir, tiny_llm, capsys):
     assert main(["generate", str(tiny_model_dir), "hello", "--chat", "--max-tokens", "6", "--temperature", "0"]) == 0
     expect = tiny_llm.chat([{"role": "user", "content": "hello"}], SamplingParams(max_tokens=6, temperature=0))
     assert capsys.readouterr().out == expect[0].outputs[0].text + "\n"
+
+
+def test_cli_engine_flags_size_the_cache_and_are_validated(tiny_model_dir, caplog, capsys):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="hearth")
+    argv = ["generate", str(tiny_model_dir), "abc", "--max-tokens", "3", "--temperature", "0", "--num-kv-blocks",
+            "20", "--block-size", "8", "--max-num-seqs", "2", "--max-num-batched-tokens", "16", "--no-prefix-caching"]
+    assert main(argv) == 0
+    assert "KV cache: 20 blocks of 8 tokens = 160 tokens" in caplog.text and "prefix caching off" in caplog.text
+    assert main(["generate", str(tiny_model_dir), "abc", "--max-num-seqs", "0"]) == 2
+    assert "max_num_seqs must be a positive integer" in capsys.readouterr().err
