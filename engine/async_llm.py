@@ -98,6 +98,13 @@ class AsyncLLM:
         """Counters and gauges of the engine (requests, KV cache, prefix cache, preemptions)."""
         return self.engine.stats()
 
+    def validate(self, prompt: Prompt, sampling_params: SamplingParams | None = None) -> dict[str, Any]:
+        """Tokenize and check a prompt now (ValueError / ContextLengthError if it cannot run);
+        returns a prompt dict that generate() takes without tokenizing again."""
+        params = self._frontend.params_list(sampling_params, 1)[0]
+        text, ids = self._frontend.tokenize(prompt, params)
+        return {"prompt": text, "prompt_token_ids": ids}
+
     async def generate(self, prompt: Prompt, sampling_params: SamplingParams | None = None,
                        request_id: str | None = None) -> AsyncIterator[RequestOutput]:
         """Queue one prompt and yield its RequestOutput deltas as tokens arrive; the last has

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,9 +104,10 @@ def build_engine(model: str | Path | None, *, device: str = "cpu", dtype: str | 
                  max_model_len: int | None = None, seed: int | None = None,
                  kv_cache_memory: int | None = None, num_kv_blocks: int | None = None, block_size: int = 16,
                  max_num_seqs: int = 64, max_num_batched_tokens: int = 2048,
-                 enable_prefix_caching: bool = True,
+                 enable_prefix_caching: bool = True, progress: Callable[[int, int], None] | None = None,
                  ) -> tuple[EngineCore, Tokenizer, EngineConfig]:
-    """Load config, tokenizer and weights; size the KV cache; return the engine core."""
+    """Load config, tokenizer and weights; size the KV cache; return the engine core.
+    `progress(done, total)` is called as decoder layers load."""
     for name, value in (("block_size", block_size), ("max_num_seqs", max_num_seqs),
                         ("max_num_batched_tokens", max_num_batched_tokens)):
         _positive_int(name, value)
@@ -128,6 +130,6 @@ def build_engine(model: str | Path | None, *, device: str = "cpu", dtype: str | 
                                   max_num_batched_tokens=max_num_batched_tokens),
         weight_dtype=normalize_dtype(dtype), device=device, seed=seed,
         generation_defaults=defaults, eos_token_ids=eos)
-    net = LlamaForCausalLM(mc, backend, Checkpoint(model_dir), config.weight_dtype, max_model_len)
+    net = LlamaForCausalLM(mc, backend, Checkpoint(model_dir), config.weight_dtype, max_model_len, progress=progress)
     core = EngineCore(config, ModelRunner(config, backend, net))
     return core, tokenizer, config

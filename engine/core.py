@@ -26,6 +26,7 @@ class StepEvent:
     new_prompt_logprobs: list[TokenLogprobs] = field(default_factory=list)
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    first_scheduled_time: float | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ class EngineCore:
             return []
         requests = self.scheduler.requests
         logits = self.runner.execute(sched, requests)
-        events = {s.request_id: StepEvent(s.request_id) for s in sched.scheduled}
+        events = {s.request_id: StepEvent(s.request_id, first_scheduled_time=requests[s.request_id].first_scheduled_time)
+                  for s in sched.scheduled}
         self._prompt_logprobs(sched, logits, requests, events)
         sampled = self._sample(sched, logits, requests, events)
         for req in self.scheduler.update(sched, sampled):

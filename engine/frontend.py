@@ -18,6 +18,10 @@ from engine.tokenizer import Tokenizer
 Prompt = str | list[int] | dict[str, Any]
 
 
+class ContextLengthError(ValueError):
+    """The prompt, or prompt + max_tokens, does not fit the model's context (max_model_len)."""
+
+
 class EngineFrontend:
     """Validated requests in, RequestStates out. Not thread-safe: one thread drives it."""
 
@@ -71,11 +75,14 @@ class EngineFrontend:
         bad = next((t for t in ids if not 0 <= t < vocab), None)
         if bad is not None:
             raise ValueError(f"prompt token id {bad} is out of range for vocab_size {vocab}")
+        bad = next((t for t in (params.logit_bias or {}) if t >= vocab), None)
+        if bad is not None:
+            raise ValueError(f"logit_bias token id {bad} is out of range for vocab_size {vocab}")
         limit = self.config.scheduler.max_model_len
         if len(ids) > limit:
-            raise ValueError(f"prompt has {len(ids)} tokens, more than max_model_len ({limit})")
+            raise ContextLengthError(f"prompt has {len(ids)} tokens, more than max_model_len ({limit})")
         if params.max_tokens is not None and len(ids) + params.max_tokens > limit:
-            raise ValueError(
+            raise ContextLengthError(
                 f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) = "
                 f"{len(ids) + params.max_tokens} tokens, more than max_model_len ({limit})")
 

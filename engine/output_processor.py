@@ -3,10 +3,11 @@ strings, gather log-probs, and join the n samples of one prompt."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from engine.core import StepEvent
-from engine.outputs import CompletionOutput, Logprob, PositionLogprobs, RequestOutput
+from engine.outputs import CompletionOutput, Logprob, PositionLogprobs, RequestMetrics, RequestOutput
 from engine.sampler import TokenLogprobs
 from engine.sampling_params import SamplingParams
 from engine.tokenizer import IncrementalDetokenizer, Tokenizer
@@ -59,6 +60,8 @@ class RequestState:
             [None] if params.prompt_logprobs is not None else None)
         self.sent_prompt_logprobs = 0
         self.error: Exception | None = None  # set when handling this request's output failed
+        self.arrival_time = time.monotonic()
+        self.first_scheduled_time: float | None = None
         self.samples = [
             _Sample(i, IncrementalDetokenizer(tokenizer, skip_special_tokens=params.skip_special_tokens),
                     params, logprobs=[] if params.logprobs is not None else None,
@@ -82,6 +85,8 @@ class RequestState:
     def apply(self, index: int, ev: StepEvent) -> bool:
         """Fold one step event of sample `index` in; True when a stop string ended it (the
         caller must then abort that sample in the engine core)."""
+        if self.first_scheduled_time is None:
+            self.first_scheduled_time = ev.first_scheduled_time
         if ev.new_prompt_logprobs and self.prompt_logprobs is not None:
             self.prompt_logprobs.extend(to_position_logprobs(lp, self._decode_one) for lp in ev.new_prompt_logprobs)
         s = self.samples[index]
@@ -140,4 +145,5 @@ class RequestState:
         plp = self.prompt_logprobs
         if delta and plp is not None:
             plp, self.sent_prompt_logprobs = plp[self.sent_prompt_logprobs:], len(plp)
-        return RequestOutput(self.request_id, self.prompt, self.prompt_token_ids, plp, outs, self.finished)
+        return RequestOutput(self.request_id, self.prompt, self.prompt_token_ids, plp, outs, self.finished,
+                             RequestMetrics(self.arrival_time, self.first_scheduled_time))

@@ -38,6 +38,19 @@ class CompletionOutput:
         return self.finish_reason is not None
 
 
+@dataclass(frozen=True)
+class RequestMetrics:
+    """When the request arrived and when the scheduler first gave it tokens (time.monotonic)."""
+
+    arrival_time: float
+    first_scheduled_time: float | None = None
+
+    @property
+    def queue_time(self) -> float | None:
+        """Seconds spent waiting before the first step that computed any of its tokens."""
+        return None if self.first_scheduled_time is None else self.first_scheduled_time - self.arrival_time
+
+
 @dataclass
 class RequestOutput:
     """The result (or, when streaming, a delta) of one request."""
@@ -48,6 +61,7 @@ class RequestOutput:
     prompt_logprobs: list[PositionLogprobs | None] | None
     outputs: list[CompletionOutput]
     finished: bool = False
+    metrics: RequestMetrics | None = None
 
 
 # ---------------------------------------------------------------- engine-internal

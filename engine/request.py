@@ -41,6 +41,7 @@ class Request:
     generator: Any = None
     wants_prompt_logprobs: bool = False
     num_prompt_logprobs_done: int = 0  # prompt positions already reported (survives preemption)
+    first_scheduled_time: float | None = None  # time.monotonic() of the first step that ran it
 
     @property
     def num_tokens(self) -> int:

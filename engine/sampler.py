@@ -115,7 +115,8 @@ def _banned_ids(req: Request, sp: SamplingParams) -> list[int]:
 
 def apply_penalties(x: np.ndarray, req: Request, sp: SamplingParams) -> None:
     """In place: repetition penalty over prompt and output tokens (HF/vLLM rule: divide positive
-    logits, multiply negative ones); frequency and presence penalties over output tokens."""
+    logits, multiply negative ones); frequency and presence penalties over output tokens; then
+    the logit bias."""
     if sp.repetition_penalty != 1.0:
         seen = np.unique(np.asarray(req.all_token_ids, dtype=np.int64))
         vals = x[seen]
@@ -123,6 +124,9 @@ def apply_penalties(x: np.ndarray, req: Request, sp: SamplingParams) -> None:
     if (sp.frequency_penalty or sp.presence_penalty) and req.output_token_ids:
         ids, counts = np.unique(np.asarray(req.output_token_ids, dtype=np.int64), return_counts=True)
         x[ids] -= sp.frequency_penalty * counts + sp.presence_penalty
+    if sp.logit_bias:
+        ids = np.fromiter(sp.logit_bias.keys(), np.int64)
+        x[ids] += np.fromiter(sp.logit_bias.values(), np.float64)
 
 
 def filtered_distribution(x: np.ndarray, sp: SamplingParams) -> tuple[np.ndarray, np.ndarray]:

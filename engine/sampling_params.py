@@ -20,7 +20,8 @@ class SamplingParams:
     temperature 0 is greedy decoding. `stop` strings are matched on the detokenized text and
     are not included in the output; `stop_token_ids` end generation like EOS. `logprobs=k`
     returns, for each generated token, its log-prob and the top-k; `prompt_logprobs=k` does the
-    same for each prompt token (the first prompt position is None). `n` samples several
+    same for each prompt token (the first prompt position is None). `logit_bias` adds a value
+    to the logits of given token ids before sampling (OpenAI's meaning). `n` samples several
     completions of one prompt; with `seed` set the whole result is reproducible.
     """
 
@@ -42,6 +43,7 @@ class SamplingParams:
     logprobs: int | None = None
     prompt_logprobs: int | None = None
     skip_special_tokens: bool = True
+    logit_bias: dict[int, float] | None = None
     # filled by the engine: EOS ids of the model, tracked separately from user stop ids
     _eos_token_ids: tuple[int, ...] = field(default=(), repr=False)
 
@@ -83,6 +85,10 @@ class SamplingParams:
             v = getattr(self, name)
             _check(v is None or (_is_int(v) and 0 <= v <= _MAX_LOGPROBS), name,
                    f"must be an integer in [0, {_MAX_LOGPROBS}] or None, got {v!r}")
+        if self.logit_bias is not None:
+            _check(isinstance(self.logit_bias, dict) and all(
+                _is_int(k) and k >= 0 and _is_num(v) and -100 <= v <= 100 for k, v in self.logit_bias.items()),
+                "logit_bias", f"must map token ids to numbers in [-100, 100], got {self.logit_bias!r}")
         for name in ("ignore_eos", "include_stop_str_in_output", "skip_special_tokens"):
             _check(isinstance(getattr(self, name), bool), name, "must be a bool")
 
@@ -93,8 +99,9 @@ class SamplingParams:
 
     @property
     def has_penalties(self) -> bool:
+        """Anything that changes logits before sampling: penalties or a logit bias."""
         return (self.repetition_penalty != 1.0 or self.presence_penalty != 0.0
-                or self.frequency_penalty != 0.0)
+                or self.frequency_penalty != 0.0 or bool(self.logit_bias))
 
     def clone(self, **changes: Any) -> SamplingParams:
         """A validated copy with some fields changed."""

@@ -9,6 +9,7 @@ longest prefix of its tokens already in the prefix cache. Imports no array libra
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 from engine.config import SchedulerConfig
@@ -112,6 +113,8 @@ class Scheduler:
     # ------------------------------------------------------------ helpers
 
     def _grant(self, req: Request, n: int) -> ScheduledRequest:
+        if req.first_scheduled_time is None:
+            req.first_scheduled_time = time.monotonic()
         start = req.num_computed_tokens
         return ScheduledRequest(
             request_id=req.request_id, start=start, num_tokens=n,

@@ -1,9 +1,11 @@
-"""`hearth` command line: `hearth generate [MODEL] PROMPT` streams a completion to stdout."""
+"""`hearth` command line: `hearth serve [MODEL]` runs the OpenAI-compatible HTTP server;
+`hearth generate [MODEL] PROMPT` streams a completion to stdout."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -50,9 +52,32 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
             "enable_prefix_caching": not args.no_prefix_caching}
 
 
+def _serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="serve the OpenAI API (completions, chat, SSE streaming) over HTTP",
+                       description="Serve MODEL (default: the bundled Python-code model) with an "
+                                   "OpenAI-compatible HTTP API. Docs at /docs once it is up.")
+    p.add_argument("model", nargs="?", default=None, help="Hugging Face model directory (default: the bundled model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    p.add_argument("--api-key", action="append", default=None,
+                   help="accepted API key (repeatable); also read from HEARTH_API_KEY (comma-separated). "
+                        "Without any key the server is open")
+    p.add_argument("--served-model-name", default=None, help="model id clients send (default: the model directory name)")
+    p.add_argument("--max-queued-requests", type=int, default=256,
+                   help="requests allowed to wait beyond --max-num-seqs before answering 429 (default 256)")
+    p.add_argument("--max-request-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
+    p.add_argument("--quantization", default=None, help="weight quantization (none yet: q8_0/q4_0 come later)")
+    p.add_argument("--device", default="cpu", help="cpu (cuda comes later)")
+    p.add_argument("--shutdown-timeout", type=float, default=30.0,
+                   help="on SIGTERM, seconds to let requests in flight finish (default 30)")
+    p.add_argument("--seed", type=int, default=None, help="seed for requests that carry none")
+    add_engine_args(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hearth", description="hearth: LLM inference without PyTorch")
     sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
     _generate_parser(sub)
     return parser
 
@@ -81,6 +106,28 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_keys(args: argparse.Namespace) -> tuple[str, ...]:
+    keys = list(args.api_key or [])
+    keys += [k.strip() for k in os.environ.get("HEARTH_API_KEY", "").split(",") if k.strip()]
+    return tuple(dict.fromkeys(keys))
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from server.http import serve
+
+    for name in ("port", "max_queued_requests", "max_request_bytes"):
+        value = getattr(args, name)
+        if value is None or value < 0 or (name != "max_queued_requests" and value == 0):
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if args.shutdown_timeout < 0:
+        raise ValueError(f"--shutdown-timeout must be >= 0, got {args.shutdown_timeout}")
+    return serve(args.model, host=args.host, port=args.port, api_keys=_api_keys(args),
+                 served_model_name=args.served_model_name, max_queued_requests=args.max_queued_requests,
+                 max_request_bytes=args.max_request_bytes, shutdown_timeout=args.shutdown_timeout,
+                 engine_kwargs={**engine_kwargs(args), "device": args.device, "quantization": args.quantization,
+                                "seed": args.seed})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hearth` console script."""
     args = build_parser().parse_args(argv)
@@ -88,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return _run_generate(args)
+        if args.command == "serve":
+            return _run_serve(args)
     except ValueError as e:
         print(f"hearth: error: {e}", file=sys.stderr)
         return 2
