@@ -24,7 +24,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from engine import AsyncLLM, ContextLengthError, RequestOutput, SamplingParams
 from server.errors import APIError, error_body, install_error_handlers
 from server.metrics import ServerMetrics
-from server.protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
+from server.protocol import (ERROR_RESPONSES, ChatCompletionRequest, CompletionRequest, DetokenizeRequest,
+                             TokenizeRequest)
 from server.responses import ChoiceState, chat_chunk, chat_response, completion_chunk, completion_response, usage
 
 log = logging.getLogger("hearth")
@@ -66,32 +67,40 @@ class ServerState:
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for bodies over the limit, declared or streamed."""
+    """ASGI middleware: 413 for bodies over the limit, declared or streamed. The body is read
+    here (at most limit + 1 bytes) and replayed to the app, so the check never depends on how
+    the app reads it."""
 
     def __init__(self, app, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await self._reject(send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
+        chunks, size = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise APIError(413, f"request body over {self.max_bytes} bytes")
-            return message
+            if message["type"] != "http.request":  # the client left while sending
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await self._reject(send)
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
 
-        try:
-            await self.app(scope, counted, send)
-        except APIError:
-            await self._reject(send)
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for a disconnect as usual
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, send) -> None:
         body = JSONResponse(error_body(413, f"request body over {self.max_bytes} bytes"), status_code=413)
@@ -140,7 +149,7 @@ def create_app(load_engine: Callable[[], AsyncLLM], config: ServerConfig) -> Fas
             raise APIError(404, f"model {name!r} does not exist; this server serves {config.model_name!r}",
                            param="model", code="model_not_found")
 
-    @app.get("/health", tags=["ops"])
+    @app.get("/health", tags=["ops"], responses={503: ERROR_RESPONSES[503]})
     async def health():
         try:
             state.ready_engine()
@@ -152,14 +161,14 @@ def create_app(load_engine: Callable[[], AsyncLLM], config: ServerConfig) -> Fas
     async def metrics():
         return PlainTextResponse(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/models", dependencies=[Depends(authorized)])
+    @app.get("/v1/models", dependencies=[Depends(authorized)], responses=ERROR_RESPONSES)
     async def models():
         engine = state.ready_engine()
         return {"object": "list", "data": [{
             "id": config.model_name, "object": "model", "created": 0, "owned_by": "hearth",
             "max_model_len": engine.config.scheduler.max_model_len}]}
 
-    @app.post("/tokenize", dependencies=[Depends(authorized)])
+    @app.post("/tokenize", dependencies=[Depends(authorized)], responses=ERROR_RESPONSES)
     async def tokenize(body: TokenizeRequest):
         engine = state.ready_engine()
         check_model(body.model)
@@ -170,7 +179,7 @@ def create_app(load_engine: Callable[[], AsyncLLM], config: ServerConfig) -> Fas
             ids = engine.tokenizer.encode(body.prompt, add_special_tokens=body.add_special_tokens)
         return {"tokens": ids, "count": len(ids), "max_model_len": engine.config.scheduler.max_model_len}
 
-    @app.post("/detokenize", dependencies=[Depends(authorized)])
+    @app.post("/detokenize", dependencies=[Depends(authorized)], responses=ERROR_RESPONSES)
     async def detokenize(body: DetokenizeRequest):
         engine = state.ready_engine()
         check_model(body.model)
@@ -180,7 +189,7 @@ def create_app(load_engine: Callable[[], AsyncLLM], config: ServerConfig) -> Fas
             raise APIError(400, f"token id {bad} is out of range for vocab_size {vocab}", param="tokens")
         return {"prompt": engine.tokenizer.decode(body.tokens, skip_special_tokens=False)}
 
-    @app.post("/v1/completions", dependencies=[Depends(authorized)])
+    @app.post("/v1/completions", dependencies=[Depends(authorized)], responses=ERROR_RESPONSES)
     async def completions(body: CompletionRequest, request: Request):
         engine = state.ready_engine()
         check_model(body.model)
@@ -191,7 +200,7 @@ def create_app(load_engine: Callable[[], AsyncLLM], config: ServerConfig) -> Fas
         prepared = [_validate(engine, p, sp) for p in prompts]
         return await _run(state, request, body.stream, "completion", body, prepared, sp)
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorized)], responses=ERROR_RESPONSES)
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         engine = state.ready_engine()
         check_model(body.model)

@@ -152,3 +152,23 @@ class DetokenizeRequest(BaseModel):
     model_config = _STRICT
     model: str | None = None
     tokens: list[int]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": why} for status, why in (
+        (400, "invalid request (bad JSON, wrong type, out of range, unknown parameter, context length)"),
+        (401, "missing or invalid API key"), (404, "unknown model"), (413, "request body too large"),
+        (429, "too many requests in flight"), (503, "loading, shutting down or engine stopped"))}
