@@ -26,6 +26,9 @@ class _GracefulServer(uvicorn.Server):
     def handle_exit(self, sig, frame) -> None:
         self._state.shutting_down = True
         super().handle_exit(sig, frame)
+        # uvicorn re-raises captured signals after draining, which would end the process "killed
+        # by SIGTERM"; a clean drain is a normal exit (status 0)
+        self._captured_signals.clear()
 
 
 def serve(model: str | None, *, host: str, port: int, api_keys: tuple[str, ...], served_model_name: str | None,
