@@ -63,7 +63,8 @@ class EngineCore:
         """Queue a request whose prompt has already been validated against the model."""
         if wants_prompt_logprobs is None:
             wants_prompt_logprobs = params.prompt_logprobs is not None
-        generator = np.random.default_rng(params.seed) if params.seed is not None else None
+        # any integer seeds (OpenAI allows negative ones): fold it into numpy's unsigned range
+        generator = np.random.default_rng(params.seed % 2**64) if params.seed is not None else None
         req = Request(request_id=request_id, prompt_token_ids=list(prompt_token_ids),
                       sampling_params=params, arrival_order=self._arrivals,
                       max_total_tokens=self.config.scheduler.max_model_len, generator=generator,

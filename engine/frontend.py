@@ -99,7 +99,7 @@ class EngineFrontend:
             for i in range(sp.n):
                 seed = sp.seed
                 if seed is not None and sp.n > 1:  # distinct but reproducible streams per sample
-                    seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+                    seed = int(np.random.SeedSequence([seed % 2**64, i]).generate_state(1)[0])
                 child_id = f"{request_id}-{i}"
                 self._children[child_id] = (state, i)
                 self.engine.add_request(child_id, ids, sp.clone(n=1, seed=seed),

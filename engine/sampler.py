@@ -92,13 +92,24 @@ class Sampler:
         if sp.has_penalties:
             apply_penalties(x, req, sp)
         if sp.is_greedy:
-            return int(np.argmax(x))
-        x /= sp.temperature
+            return int(np.argmax(_finite_logits(x, row)))
+        with np.errstate(over="ignore"):
+            x /= sp.temperature
+        x = _finite_logits(x, row)
         ids, probs = filtered_distribution(x, sp)
         rng = req.generator if req.generator is not None else self.rng
         u = rng.random() * probs.sum()
         pos = min(int(np.searchsorted(np.cumsum(probs), u, side="right")), len(ids) - 1)
         return int(ids[pos])
+
+
+def _finite_logits(x: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """Extreme penalties or temperatures can overflow logits to +-inf or NaN; keep the order of
+    what is still comparable, and fall back to the raw logits when nothing is."""
+    x = np.nan_to_num(x, nan=-np.inf, posinf=np.finfo(np.float64).max)
+    if not np.isfinite(x.max()):
+        return np.nan_to_num(row.astype(np.float64), nan=-np.inf)
+    return x
 
 
 def _is_plain_greedy(req: Request) -> bool:

@@ -277,7 +277,10 @@ async def _run(state: ServerState, request: Request, stream: bool, kind: str, bo
             collect.cancel()
             await asyncio.gather(collect, return_exceptions=True)
             return JSONResponse(error_body(400, "client disconnected"), status_code=400)
-        collect.result()
+        try:
+            collect.result()
+        except ValueError as exc:  # found by the engine rather than up front: still the request's fault
+            raise APIError(400, str(exc)) from None
     finally:
         release()
     build = completion_response if kind == "completion" else chat_response

@@ -115,3 +115,26 @@ def test_min_tokens_bans_eos_and_stop_ids_until_reached():
     sampled = SamplingParams(temperature=1.0, min_tokens=5, stop_token_ids=[2], _eos_token_ids=(1,))
     draws = {Sampler(s).sample(logits, [_request(sampled)])[0][0] for s in range(50)}
     assert draws <= {0, 3}
+
+
+def test_negative_seed_is_reproducible(tiny_llm):
+    sp = SamplingParams(max_tokens=8, temperature=1.0, seed=-13579, n=2, ignore_eos=True)
+    a = tiny_llm.generate("x", sp)[0]
+    b = tiny_llm.generate("x", sp)[0]
+    assert [c.token_ids for c in a.outputs] == [c.token_ids for c in b.outputs]
+
+
+def test_logit_bias_forces_a_token(tiny_llm):
+    out = tiny_llm.generate("abc", SamplingParams(max_tokens=5, temperature=0, ignore_eos=True,
+                                                  logit_bias={17: 100.0}))[0].outputs[0]
+    assert out.token_ids == [17] * 5
+    with pytest.raises(ValueError, match="logit_bias"):
+        SamplingParams(logit_bias={1: 101})
+
+
+@pytest.mark.parametrize("kw", [dict(repetition_penalty=5e-324), dict(temperature=1e-300),
+                                dict(repetition_penalty=5e-324, temperature=1e-300, top_p=0.5, min_p=0.9)])
+def test_extreme_parameters_still_sample(tiny_llm, kw):
+    """Overflowing logits must not crash the engine (found by schemathesis through the server)."""
+    out = tiny_llm.generate("hello", SamplingParams(max_tokens=4, ignore_eos=True, seed=1, **kw))[0].outputs[0]
+    assert len(out.token_ids) == 4
