@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,7 @@ NUM_GREEDY = 64
 def pair(request, tmp_path_factory):
     """(variant, HF model, hearth LLM) on one fp32 checkpoint."""
     variant = request.param
-    hf = make_hf_model(variant, seed=hash(variant) % 1000)
+    hf = make_hf_model(variant, seed=zlib.crc32(variant.encode()) % 1000)  # str hash() varies per process
     path = save_model(hf, variant, tmp_path_factory.mktemp(variant))
     return variant, hf, LLM(str(path), max_model_len=256)
 
@@ -44,9 +46,12 @@ def test_prompt_logprobs_match_hf(pair):
     for j in range(1, len(ids)):
         pos = out.prompt_logprobs[j]
         row = ref[j - 1]
-        assert pos[ids[j]].rank == 1 + int((row > row[ids[j]]).sum())
-        top = set(np.argsort(-row, kind="stable")[:5].tolist())
-        assert {tid for tid, lp in pos.items() if lp.rank <= 5} == top
+        # ranks and top-5 sets agree up to near-ties, which fp32 vs fp64 may order either way
+        target = row[ids[j]]
+        assert 1 + (row > target + ATOL_FP32).sum() <= pos[ids[j]].rank <= 1 + (row > target - ATOL_FP32).sum()
+        fifth = np.sort(row)[-5]
+        ours = {tid for tid, lp in pos.items() if lp.rank <= 5}
+        assert len(ours) == 5 and all(row[t] >= fifth - ATOL_FP32 for t in ours)
         for tid, lp in pos.items():
             worst = max(worst, abs(lp.logprob - row[tid]))
     assert worst < ATOL_FP32, f"{variant}: max |logprob diff| {worst}"
