@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from engine.builder import build_engine
 from engine.core import EngineStats
 from engine.frontend import EngineFrontend, Prompt
 from engine.outputs import RequestOutput
@@ -61,11 +60,9 @@ class AsyncLLM:
     def __init__(self, model: str | Path | None = None, *, device: str = "cpu", dtype: str | None = None,
                  quantization: str | None = None, max_model_len: int | None = None,
                  seed: int | None = None, **engine_kwargs: Any) -> None:
-        if quantization is not None:
-            raise ValueError(f"quantization {quantization!r} is not supported yet; use None")
-        self.engine, self.tokenizer, self.config = build_engine(
-            model, device=device, dtype=dtype, max_model_len=max_model_len, seed=seed, **engine_kwargs)
-        self._frontend = EngineFrontend(self.engine, self.tokenizer, self.config)
+        self._frontend = EngineFrontend.load(model, device=device, dtype=dtype, quantization=quantization,
+                                             max_model_len=max_model_len, seed=seed, **engine_kwargs)
+        self.engine, self.tokenizer, self.config = self._frontend.engine, self._frontend.tokenizer, self._frontend.config
         self._commands: queue.SimpleQueue[tuple] = queue.SimpleQueue()
         self._lock = threading.Lock()       # orders "is it alive?" against "it died"
         self._dead: EngineDeadError | None = None
@@ -208,10 +205,10 @@ class AsyncLLM:
                 f"request {state.request_id!r} failed: {state.error!r}")
         else:
             item = state.output(delta=True)
-        if not sink.put(item) and not state.finished:
+        delivered = sink.put(item)
+        if not delivered and not state.finished:
             self._frontend.abort(state)  # its event loop is gone
-            self._sinks.pop(state.request_id, None)
-        if state.finished or state.error is not None:
+        if not delivered or state.finished or state.error is not None:
             self._sinks.pop(state.request_id, None)
 
     def _die(self, error: EngineDeadError) -> None:

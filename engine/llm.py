@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from engine.builder import build_engine
 from engine.core import EngineStats
 from engine.frontend import EngineFrontend, Prompt
 from engine.outputs import RequestOutput
@@ -32,11 +31,9 @@ class LLM:
     def __init__(self, model: str | Path | None = None, *, device: str = "cpu", dtype: str | None = None,
                  quantization: str | None = None, max_model_len: int | None = None,
                  seed: int | None = None, **engine_kwargs: Any) -> None:
-        if quantization is not None:
-            raise ValueError(f"quantization {quantization!r} is not supported yet; use None")
-        self.engine, self.tokenizer, self.config = build_engine(
-            model, device=device, dtype=dtype, max_model_len=max_model_len, seed=seed, **engine_kwargs)
-        self._frontend = EngineFrontend(self.engine, self.tokenizer, self.config)
+        self._frontend = EngineFrontend.load(model, device=device, dtype=dtype, quantization=quantization,
+                                             max_model_len=max_model_len, seed=seed, **engine_kwargs)
+        self.engine, self.tokenizer, self.config = self._frontend.engine, self._frontend.tokenizer, self._frontend.config
 
     # ------------------------------------------------------------------ public API
 
