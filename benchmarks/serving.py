@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import sys
 import time
 import uuid
@@ -32,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import aiohttp
 import numpy as np
 
 WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly read old books "
@@ -144,10 +145,10 @@ async def run_load(send: SendFn, prompts: list[str], concurrency: int | None = N
     return records, time.perf_counter() - start
 
 
-def http_sender(client: httpx.AsyncClient, model: str, endpoint: str, output_len: int,
+def http_sender(client: aiohttp.ClientSession, model: str, endpoint: str, output_len: int,
                 ignore_eos: bool = False, temperature: float = 0.0) -> SendFn:
     """A `send` that streams one request to an OpenAI-compatible server and times its chunks."""
-    path = "/v1/completions" if endpoint == "completions" else "/v1/chat/completions"
+    path = "v1/completions" if endpoint == "completions" else "v1/chat/completions"
 
     async def send(prompt: str, index: int) -> RequestRecord:
         body: dict = {"model": model, "max_tokens": output_len, "temperature": temperature,
@@ -160,18 +161,22 @@ def http_sender(client: httpx.AsyncClient, model: str, endpoint: str, output_len
             body["ignore_eos"] = True
         rec, done = RequestRecord(), False
         start = time.perf_counter()
-        async with client.stream("POST", path, json=body) as resp:
-            if resp.status_code != 200:
-                await resp.aread()
-                rec.error = f"HTTP {resp.status_code}: {resp.text[:200]}"
+        async with client.post(path, json=body) as resp:
+            if resp.status != 200:
+                rec.error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
                 return rec
-            async for line in resp.aiter_lines():
-                if not line.startswith("data:"):
+            async for raw in resp.content:  # one line at a time
+                if not raw.startswith(b"data:"):
                     continue  # blank separators, comments, event: lines
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    done = True
-                    break
+                data = raw[5:].strip()
+                if done:
+                    rec.error = "data after [DONE]"
+                    return rec
+                if data == b"[DONE]":
+                    # read on to the end of the body rather than break: a response left
+                    # unread closes its connection, and every request would then pay a new one
+                    done, rec.e2el = True, time.perf_counter() - start
+                    continue
                 chunk = json.loads(data)
                 if "error" in chunk:
                     err = chunk["error"]
@@ -185,7 +190,6 @@ def http_sender(client: httpx.AsyncClient, model: str, endpoint: str, output_len
                         else (choices[0].get("delta") or {}).get("content"))
                 if text:
                     rec.content_arrived(start)
-        rec.e2el = time.perf_counter() - start
         if not done:
             rec.error = "stream ended without data: [DONE]"
         elif rec.chunks == 0:
@@ -215,15 +219,18 @@ async def run_http(url: str, prompts: list[str], output_len: int, model: str | N
     """Run the load against an OpenAI-compatible server at `url`; returns config + summary."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     # room for every in-flight request: a pool smaller than the load would queue requests in
-    # httpx and inflate TTFT with client-side waiting
+    # the client and inflate TTFT with client-side waiting
     conns = concurrency or len(prompts) or 1
-    limits = httpx.Limits(max_connections=conns, max_keepalive_connections=conns)
-    async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, limits=limits,
-                                 timeout=httpx.Timeout(timeout)) as client:
+    # aiohttp rather than httpx: the client shares the machine with the server, and aiohttp
+    # spends several times less CPU per streamed chunk
+    async with aiohttp.ClientSession(base_url=url.rstrip("/") + "/", headers=headers,
+                                     connector=aiohttp.TCPConnector(limit=conns),
+                                     timeout=aiohttp.ClientTimeout(total=None, connect=timeout,
+                                                                   sock_read=timeout)) as client:
         if model is None:
-            resp = await client.get("/v1/models")
-            resp.raise_for_status()
-            model = resp.json()["data"][0]["id"]
+            async with client.get("v1/models") as resp:
+                resp.raise_for_status()
+                model = (await resp.json())["data"][0]["id"]
         send = http_sender(client, model, endpoint, output_len, ignore_eos, temperature)
         records, duration = await run_load(send, prompts, concurrency, request_rate, arrival, seed)
     cfg = _config(url, model, endpoint, prompts, output_len, concurrency, request_rate,
@@ -262,6 +269,15 @@ async def run_in_process(engine, prompts: list[str], output_len: int, concurrenc
     return {"config": cfg, **summarize(records, duration)}
 
 
+def parse_cpu_list(text: str) -> set[int]:
+    """'0,2-3' -> {0, 2, 3} (the taskset -c syntax)."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; `--help` prints the module docstring's examples too."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -293,6 +309,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--compare-in-process", action="store_true", help="then run the same prompts through "
         "hearth's AsyncLLM in this process and report http_vs_in_process (throughput ratio)")
     add("--model-path", help="model for --compare-in-process (default: AsyncLLM's bundled model)")
+    add("--repeats", type=int, default=1, help="with --compare-in-process: alternate the HTTP and "
+        "in-process runs this many times and report the median of each (default: 1)")
+    add("--warmup", type=int, default=1, help="with --compare-in-process: uncounted rounds of both "
+        "before the measured ones (default: 1)")
+    add("--in-process-cpus", help="CPU list (e.g. 0 or 0-3) that the in-process engine runs on; "
+        "give the server's own CPUs (taskset -c) to compare like with like while this client runs "
+        "on others")
     return p.parse_args(argv)
 
 
@@ -301,30 +324,63 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     prompts = (load_prompts(args.prompts_file, args.num_requests) if args.prompts_file
                else random_prompts(args.num_requests, args.prompt_len, args.seed))
-    result = asyncio.run(run_http(
-        args.url, prompts, args.output_len, args.model, args.endpoint, args.concurrency,
-        args.request_rate, args.arrival, args.ignore_eos, args.temperature, args.api_key,
-        args.seed, args.timeout))
+
+    def http() -> dict:
+        return asyncio.run(run_http(
+            args.url, prompts, args.output_len, args.model, args.endpoint, args.concurrency,
+            args.request_rate, args.arrival, args.ignore_eos, args.temperature, args.api_key,
+            args.seed, args.timeout))
+
+    if not args.compare_in_process:
+        result = http()
+    else:
+        result = _compare(args, prompts, http)
     result["config"].update(prompt_len=None if args.prompts_file else args.prompt_len,
                             prompts_file=args.prompts_file)
-    if args.compare_in_process:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
-        from engine import AsyncLLM
-
-        engine = AsyncLLM(args.model_path)
-        try:
-            ip = asyncio.run(run_in_process(
-                engine, prompts, args.output_len, args.concurrency, args.request_rate,
-                args.ignore_eos, args.temperature, args.seed, args.arrival))
-        finally:
-            engine.shutdown()
-        result["in_process"] = ip
-        denom = ip["output_token_throughput"]
-        result["http_vs_in_process"] = result["output_token_throughput"] / denom if denom else None
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
+    return result
+
+
+def _compare(args: argparse.Namespace, prompts: list[str], http: Callable[[], dict]) -> dict:
+    """HTTP and in-process runs alternated `--repeats` times (after `--warmup` uncounted
+    rounds); the median run of each is reported, and http_vs_in_process is the ratio of their
+    median throughputs."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+    client_cpus = os.sched_getaffinity(0)
+    engine_cpus = parse_cpu_list(args.in_process_cpus) if args.in_process_cpus else client_cpus
+    # set before the engine loads: its threads inherit the mask, and OpenMP sizes its team by it
+    os.sched_setaffinity(0, engine_cpus)
+    from engine import AsyncLLM
+
+    engine = AsyncLLM(args.model_path)
+    runs: dict[str, list[dict]] = {"http": [], "in_process": []}
+    try:
+        for i in range(args.warmup + args.repeats):
+            os.sched_setaffinity(0, client_cpus)  # only this (the main) thread moves
+            result = http()
+            os.sched_setaffinity(0, engine_cpus)  # the in-process "client" shares the engine's CPUs
+            ip = asyncio.run(run_in_process(
+                engine, prompts, args.output_len, args.concurrency, args.request_rate,
+                args.ignore_eos, args.temperature, args.seed, args.arrival))
+            if i >= args.warmup:  # the first runs fill caches and allocators: not counted
+                runs["http"].append(result)
+                runs["in_process"].append(ip)
+    finally:
+        engine.shutdown()
+        os.sched_setaffinity(0, client_cpus)
+
+    def median_run(results: list[dict]) -> dict:
+        return sorted(results, key=lambda r: r["output_token_throughput"])[len(results) // 2]
+
+    result, ip = median_run(runs["http"]), median_run(runs["in_process"])
+    result["in_process"] = ip
+    result["repeats"] = {k: [r["output_token_throughput"] for r in v] for k, v in runs.items()}
+    denom = ip["output_token_throughput"]
+    result["http_vs_in_process"] = result["output_token_throughput"] / denom if denom else None
+    result["config"].update(client_cpus=sorted(client_cpus), in_process_cpus=sorted(engine_cpus))
     return result
 
 

@@ -31,19 +31,56 @@ class EngineDeadError(RuntimeError):
 
 
 class _Sink:
-    """Where the engine thread drops one request's outputs for its event loop."""
+    """One request's mailbox on its event loop. The engine thread never touches `items`: it
+    hands a whole step's outputs to each loop with one `call_soon_threadsafe` (`_post`), and
+    the loop appends them here and wakes the reader."""
+
+    __slots__ = ("loop", "items", "waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        self.items: list[RequestOutput | BaseException] = []
+        self.waiter: asyncio.Future | None = None
 
     def put(self, item: RequestOutput | BaseException) -> bool:
-        """False when the event loop is gone (nobody is listening any more)."""
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-            return True
-        except RuntimeError:
-            return False
+        """Engine-thread side: deliver one item now; False when the event loop is gone."""
+        return _post(self.loop, [(self, item)])
+
+    def push(self, item: RequestOutput | BaseException) -> None:
+        """Event-loop side: queue an item and wake the reader."""
+        self.items.append(item)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def take(self) -> RequestOutput | BaseException:
+        """Event-loop side: wait for output, then return everything that has arrived as one
+        item: consecutive deltas merged (so a reader that falls behind catches up in one
+        go), or an error once the deltas before it are read."""
+        while not self.items:
+            self.waiter = self.loop.create_future()
+            await self.waiter
+        first = self.items[0]
+        if isinstance(first, BaseException):
+            del self.items[0]
+            return first
+        taken = 1
+        while taken < len(self.items) and not isinstance(self.items[taken], BaseException):
+            first.merge(self.items[taken])
+            taken += 1
+        del self.items[:taken]
+        return first
+
+
+def _post(loop: asyncio.AbstractEventLoop, pairs: list[tuple[_Sink, RequestOutput | BaseException]]) -> bool:
+    """Hand outputs to sinks on `loop` in one wake-up; False when that loop is gone."""
+    def deliver() -> None:
+        for sink, item in pairs:
+            sink.push(item)
+    try:
+        loop.call_soon_threadsafe(deliver)
+        return True
+    except RuntimeError:
+        return False
 
 
 class AsyncLLM:
@@ -55,11 +92,17 @@ class AsyncLLM:
 
     Takes the same arguments as `LLM` (model, device, dtype, max_model_len, seed,
     kv_cache_memory, num_kv_blocks, block_size, max_num_seqs, max_num_batched_tokens,
-    enable_prefix_caching)."""
+    enable_prefix_caching), and `stream_interval`: after a request's first token, send its
+    deltas every this many tokens (and when it finishes) rather than every token. 1, the
+    default, streams each token; larger values trade smoothness for less per-delta work in
+    the consumer (an HTTP server writes one event per delta)."""
 
     def __init__(self, model: str | Path | None = None, *, device: str = "cpu", dtype: str | None = None,
                  quantization: str | None = None, max_model_len: int | None = None,
-                 seed: int | None = None, **engine_kwargs: Any) -> None:
+                 seed: int | None = None, stream_interval: int = 1, **engine_kwargs: Any) -> None:
+        if not isinstance(stream_interval, int) or isinstance(stream_interval, bool) or stream_interval < 1:
+            raise ValueError(f"stream_interval must be an integer >= 1, got {stream_interval!r}")
+        self.stream_interval = stream_interval
         self._frontend = EngineFrontend.load(model, device=device, dtype=dtype, quantization=quantization,
                                              max_model_len=max_model_len, seed=seed, **engine_kwargs)
         self.engine, self.tokenizer, self.config = self._frontend.engine, self._frontend.tokenizer, self._frontend.config
@@ -118,7 +161,7 @@ class AsyncLLM:
         finished = False
         try:
             while not finished:
-                item = await sink.queue.get()
+                item = await sink.take()
                 if isinstance(item, BaseException):
                     finished = True
                     raise item
@@ -154,8 +197,7 @@ class AsyncLLM:
         try:
             while self._apply_commands(block=not self._frontend.has_unfinished):
                 if self._frontend.has_unfinished:
-                    for state in self._frontend.step():
-                        self._deliver(state)
+                    self._deliver(self._frontend.step())
             self._die(EngineDeadError("the engine was shut down"))
         except BaseException as exc:  # an engine fault: every request fails with the reason
             log.exception("engine loop failed")
@@ -196,20 +238,29 @@ class AsyncLLM:
         if sink is not None:
             sink.put(state.output(delta=True))
 
-    def _deliver(self, state) -> None:
-        sink = self._sinks.get(state.request_id)
-        if sink is None:
-            return
-        if state.error is not None:
-            item: RequestOutput | BaseException = RuntimeError(
-                f"request {state.request_id!r} failed: {state.error!r}")
-        else:
-            item = state.output(delta=True)
-        delivered = sink.put(item)
-        if not delivered and not state.finished:
-            self._frontend.abort(state)  # its event loop is gone
-        if not delivered or state.finished or state.error is not None:
-            self._sinks.pop(state.request_id, None)
+    def _deliver(self, states) -> None:
+        """Send one step's outputs: one wake-up per event loop, not one per request."""
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for state in states:
+            sink = self._sinks.get(state.request_id)
+            if sink is None:
+                continue
+            if (self.stream_interval > 1 and not state.finished and state.error is None
+                    and state.started_streaming and state.unsent_tokens < self.stream_interval):
+                continue  # hold it until the interval fills (the first token goes at once)
+            if state.error is not None:
+                item: RequestOutput | BaseException = RuntimeError(
+                    f"request {state.request_id!r} failed: {state.error!r}")
+            else:
+                item = state.output(delta=True)
+            by_loop.setdefault(sink.loop, []).append((sink, item, state))
+        for loop, entries in by_loop.items():
+            delivered = _post(loop, [(sink, item) for sink, item, _ in entries])
+            for _, _, state in entries:
+                if not delivered and not state.finished:
+                    self._frontend.abort(state)  # its event loop is gone
+                if not delivered or state.finished or state.error is not None:
+                    self._sinks.pop(state.request_id, None)
 
     def _die(self, error: EngineDeadError) -> None:
         with self._lock:

@@ -72,6 +72,16 @@ class RequestState:
     def finished(self) -> bool:
         return all(s.finish_reason is not None for s in self.samples)
 
+    @property
+    def unsent_tokens(self) -> int:
+        """Generated tokens not yet in any delta (the most over the n samples)."""
+        return max(len(s.token_ids) - s.sent_tokens for s in self.samples)
+
+    @property
+    def started_streaming(self) -> bool:
+        """True once a delta carrying a token has been built."""
+        return any(s.sent_tokens for s in self.samples)
+
     def mark_aborted(self) -> None:
         """Finish every unfinished sample with finish_reason "abort"."""
         for s in self.samples:

@@ -63,6 +63,26 @@ class RequestOutput:
     finished: bool = False
     metrics: RequestMetrics | None = None
 
+    def merge(self, later: RequestOutput) -> None:
+        """Fold the next delta of the same request into this one, as if both had been sent as
+        one: texts, token ids and log-probs are concatenated; finish state comes from `later`.
+        (A consumer that falls behind receives one merged delta instead of several.)"""
+        if later.prompt_logprobs:
+            self.prompt_logprobs = (self.prompt_logprobs or []) + later.prompt_logprobs
+        mine = {c.index: c for c in self.outputs}
+        for c in later.outputs:
+            old = mine.get(c.index)
+            if old is None:
+                self.outputs.append(c)
+                continue
+            old.text += c.text
+            old.token_ids = old.token_ids + c.token_ids
+            if c.logprobs is not None:
+                old.logprobs = (old.logprobs or []) + c.logprobs
+            old.cumulative_logprob, old.finish_reason, old.stop_reason = (
+                c.cumulative_logprob, c.finish_reason, c.stop_reason)
+        self.finished, self.metrics = later.finished, later.metrics
+
 
 # ---------------------------------------------------------------- engine-internal
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import time
 import uuid
@@ -26,7 +25,8 @@ from server.errors import APIError, error_body, install_error_handlers
 from server.metrics import ServerMetrics
 from server.protocol import (ERROR_RESPONSES, ChatCompletionRequest, CompletionRequest, DetokenizeRequest,
                              TokenizeRequest)
-from server.responses import ChoiceState, chat_chunk, chat_response, completion_chunk, completion_response, usage
+from server.responses import (ChoiceState, ChunkEncoder, chat_response, chunk_object, completion_response, sse_event,
+                              usage)
 
 log = logging.getLogger("hearth")
 
@@ -263,13 +263,14 @@ async def _run(state: ServerState, request: Request, stream: bool, kind: str, bo
                for j in range(sp.n)]
     state.in_flight += 1
     release = _once(lambda: setattr(state, "in_flight", state.in_flight - 1))
-    gens = [_observed(state, engine.generate(p, sp, request_id=f"{rid}-{i}")) for i, p in enumerate(prepared)]
+    gens = [engine.generate(p, sp, request_id=f"{rid}-{i}") for i, p in enumerate(prepared)]
+    timers = [_Latency(state.metrics) for _ in prepared]
     if stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _TrackedStream(_sse(kind, meta, gens, choices, sp.n, include_usage), release,
+        return _TrackedStream(_sse(kind, meta, gens, timers, choices, sp.n, include_usage), release,
                               media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     try:
-        collect = asyncio.ensure_future(_collect(gens, choices, sp.n))
+        collect = asyncio.ensure_future(_collect(gens, timers, choices, sp.n))
         watch = asyncio.ensure_future(_wait_disconnect(request))
         done, _ = await asyncio.wait({collect, watch}, return_when=asyncio.FIRST_COMPLETED)
         watch.cancel()
@@ -319,26 +320,30 @@ async def _wait_disconnect(request: Request) -> None:
         await asyncio.sleep(0.1)
 
 
-async def _observed(state: ServerState, gen: AsyncIterator[RequestOutput]) -> AsyncIterator[RequestOutput]:
-    """Pass outputs through, observing latency histograms."""
-    m = state.metrics
-    start = last = time.monotonic()
-    first = True
-    async for out in gen:
-        now = time.monotonic()
+class _Latency:
+    """Observes one prompt's stream into the latency histograms as its outputs are read."""
+
+    __slots__ = ("metrics", "start", "last", "first")
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self.metrics = metrics
+        self.start = self.last = time.monotonic()
+        self.first = True
+
+    def see(self, out: RequestOutput) -> None:
+        m, now = self.metrics, time.monotonic()
         num = sum(len(c.token_ids) for c in out.outputs)
         if num:
-            if first:
-                m.time_to_first_token.observe(now - start)
-                first = False
+            if self.first:
+                m.time_to_first_token.observe(now - self.start)
+                self.first = False
                 if out.metrics is not None and out.metrics.queue_time is not None:
                     m.queue_time.observe(max(0.0, out.metrics.queue_time))
             else:
-                m.inter_token_latency.observe((now - last) / num)
-            last = now
+                m.inter_token_latency.observe((now - self.last) / num)
+            self.last = now
         if out.finished:
-            m.e2e_latency.observe(now - start)
-        yield out
+            m.e2e_latency.observe(now - self.start)
 
 
 async def _merged(gens: list[AsyncIterator[RequestOutput]]) -> AsyncIterator[tuple[int, RequestOutput]]:
@@ -377,45 +382,42 @@ async def _merged(gens: list[AsyncIterator[RequestOutput]]) -> AsyncIterator[tup
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _collect(gens, choices: list[ChoiceState], n: int) -> None:
+async def _collect(gens, timers: list[_Latency], choices: list[ChoiceState], n: int) -> None:
     merged = _merged(gens)
     try:
         async for i, out in merged:
+            timers[i].see(out)
             for c in out.outputs:
                 choices[i * n + c.index].add(c)
     finally:
         await merged.aclose()
 
 
-async def _sse(kind: str, meta: dict, gens, choices: list[ChoiceState], n: int,
-               include_usage: bool) -> AsyncIterator[str]:
+async def _sse(kind: str, meta: dict, gens, timers: list[_Latency], choices: list[ChoiceState], n: int,
+               include_usage: bool) -> AsyncIterator[bytes]:
     """Server-sent events: one chunk per delta per choice, usage on request, then [DONE]; an
     error mid-stream becomes an error event (the client has already had its 200)."""
     merged = _merged(gens)
-    chunk = completion_chunk if kind == "completion" else chat_chunk
+    encoder = ChunkEncoder(meta, kind)
     try:
         for ch in choices:
             first = ch.first_chunk()
             if first is not None:
-                yield _event(chunk(meta, ch.index, first))
+                yield encoder.chunk(ch.index, first)
         async for i, out in merged:
+            timers[i].see(out)
             for c in out.outputs:
                 ch = choices[i * n + c.index]
                 delta = ch.add(c)
                 if delta is not None:
-                    yield _event(chunk(meta, ch.index, delta))
+                    yield encoder.chunk(ch.index, delta)
         if include_usage:
-            yield _event({**meta, "object": "text_completion" if kind == "completion" else "chat.completion.chunk",
-                          "choices": [], "usage": usage(choices, n)})
+            yield sse_event({**meta, "object": chunk_object(kind), "choices": [], "usage": usage(choices, n)})
     except asyncio.CancelledError:
         raise
     except Exception as exc:
         status = 400 if isinstance(exc, ValueError) else 500
-        yield _event(error_body(status, f"{type(exc).__name__}: {exc}"))
+        yield sse_event(error_body(status, f"{type(exc).__name__}: {exc}"))
     finally:
         await merged.aclose()
-    yield "data: [DONE]\n\n"
-
-
-def _event(payload: dict) -> str:
-    return "data: " + json.dumps(payload, separators=(",", ":")) + "\n\n"
+    yield b"data: [DONE]\n\n"

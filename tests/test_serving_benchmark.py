@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import threading
 import time
@@ -21,6 +22,7 @@ from benchmarks.serving import (
     load_prompts,
     main,
     parse_args,
+    parse_cpu_list,
     random_prompts,
     run_http,
     run_in_process,
@@ -85,10 +87,11 @@ def _fake_app(seen: list) -> FastAPI:
         usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": CHUNKS}
         yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n"
         yield "data: [DONE]\n\n"
+        await asyncio.sleep(0.005)  # the body's end comes in a later write, as from a real server
 
     async def handle(request: Request, chat: bool):
         body = await request.json()
-        seen.append((body, request.headers.get("authorization")))
+        seen.append((body, request.headers.get("authorization"), request.scope["client"][1]))
         return StreamingResponse(stream(body, chat), media_type="text/event-stream")
 
     @app.post("/v1/completions")
@@ -139,7 +142,7 @@ def test_http_concurrency_completions(fake_server):
                              api_key="sekret"))
     _check_ok(r, 8, prompts)
     assert r["config"]["model"] == "fake-model" and r["config"]["concurrency"] == 3
-    body, auth = seen[0]
+    body, auth, _ = seen[0]
     assert auth == "Bearer sekret" and body["model"] == "fake-model" and body["ignore_eos"] is True
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert body["max_tokens"] == CHUNKS and body["temperature"] == 0
@@ -200,3 +203,31 @@ def test_run_in_process_fake_engine(load):
     _check_ok(r, 5, prompts)
     assert r["config"]["url"] == "in-process"
     assert engine.params[0].ignore_eos is True and engine.params[0].temperature == 0.0
+
+
+def test_connections_are_reused(fake_server):
+    """The client reads each stream to its end, so a keep-alive connection serves the next
+    request; otherwise every request would also measure a new TCP connection."""
+    url, seen = fake_server
+    seen.clear()
+    asyncio.run(run_http(url, random_prompts(12, 3), output_len=CHUNKS, concurrency=2))
+    assert len(seen) == 12 and len({port for _, _, port in seen}) <= 3  # 2 in flight (+1 for /v1/models)
+
+
+def test_cpu_list():
+    assert parse_cpu_list("0") == {0} and parse_cpu_list("0,2-4") == {0, 2, 3, 4}
+
+
+def test_compare_in_process_alternates_and_takes_medians(fake_server, tiny_model_dir, tmp_path):
+    url, _ = fake_server
+    cpus = sorted(os.sched_getaffinity(0))
+    result = main(["--url", url, "--num-requests", "3", "--concurrency", "2", "--prompt-len", "4",
+                   "--output-len", str(CHUNKS), "--compare-in-process", "--model-path", str(tiny_model_dir),
+                   "--repeats", "3", "--warmup", "1", "--in-process-cpus", str(cpus[0])])
+    assert os.sched_getaffinity(0) == set(cpus)  # the caller's CPUs are given back
+    http, ip = result["repeats"]["http"], result["repeats"]["in_process"]
+    assert len(http) == len(ip) == 3
+    assert result["output_token_throughput"] == sorted(http)[1]
+    assert result["in_process"]["output_token_throughput"] == sorted(ip)[1]
+    assert result["http_vs_in_process"] == pytest.approx(sorted(http)[1] / sorted(ip)[1])
+    assert result["config"]["in_process_cpus"] == [cpus[0]] and result["in_process"]["completed"] == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -156,3 +157,50 @@ def test_stream_text_matches_sync_llm(engine, tiny_llm):
     ids, text, _ = asyncio.run(_collect(engine, "def f(x):", sp.clone(n=1)))
     ref = tiny_llm.generate("def f(x):", sp.clone(n=1))[0].outputs[0]
     assert (ids, text) == (ref.token_ids, ref.text)
+
+
+def test_a_slow_reader_gets_merged_deltas_that_add_up(engine, tiny_llm):
+    """A reader that falls behind gets fewer, merged deltas; per sample, their token ids, text
+    and log-probs concatenate to exactly the whole output, and the finish state is the last."""
+    sp = SamplingParams(max_tokens=24, temperature=0.9, seed=5, ignore_eos=True, n=2, logprobs=2)
+    ref = tiny_llm.generate("def g(y):", sp)[0]
+
+    async def main():
+        deltas = []
+        async for out in engine.generate("def g(y):", sp):
+            deltas.append(out)
+            time.sleep(0.05)  # block the event loop: the engine runs ahead of this reader
+        return deltas
+
+    deltas = asyncio.run(main())
+    assert len(deltas) < 24, "nothing was merged although the reader blocked its loop"
+    assert deltas[-1].finished and not any(d.finished for d in deltas[:-1])
+    for want in ref.outputs:
+        got = [c for d in deltas for c in d.outputs if c.index == want.index]
+        assert sum((c.token_ids for c in got), []) == want.token_ids
+        assert "".join(c.text for c in got) == want.text
+        assert sum((c.logprobs for c in got), []) == want.logprobs
+        assert got[-1].finish_reason == want.finish_reason == "length"
+        assert got[-1].cumulative_logprob == pytest.approx(want.cumulative_logprob)
+
+
+def test_stream_interval_batches_deltas_after_the_first_token(tiny_model_dir, tiny_llm):
+    eng = AsyncLLM(str(tiny_model_dir), max_model_len=256, num_kv_blocks=64, stream_interval=4)
+    try:
+        sp = SamplingParams(max_tokens=18, temperature=0, ignore_eos=True)
+
+        async def main():
+            return [out async for out in eng.generate("def h(z):", sp)]
+
+        deltas = asyncio.run(main())
+    finally:
+        eng.shutdown()
+    sizes = [len(d.outputs[0].token_ids) for d in deltas]
+    # the first token at once, then every 4, then the rest: [1, 4, 4, 4, 4, 1] (a lagging
+    # reader may see neighbours merged, which keeps these residues)
+    assert sizes[0] % 4 == 1 and all(s % 4 == 0 for s in sizes[1:-1]) and len(sizes) <= 6, sizes
+    ref = tiny_llm.generate("def h(z):", sp)[0].outputs[0]
+    assert sum((d.outputs[0].token_ids for d in deltas), []) == ref.token_ids
+    assert "".join(d.outputs[0].text for d in deltas) == ref.text
+    with pytest.raises(ValueError, match="stream_interval"):
+        AsyncLLM(str(tiny_model_dir), stream_interval=0)

@@ -96,7 +96,8 @@ def test_error_during_a_stream_is_an_event_then_done():
     import json
 
     from engine import CompletionOutput, RequestOutput
-    from server.app import _sse
+    from server.app import _Latency, _sse
+    from server.metrics import ServerMetrics
     from server.responses import ChoiceState
 
     async def failing():
@@ -105,7 +106,8 @@ def test_error_during_a_stream_is_an_event_then_done():
 
     async def run():
         choice = ChoiceState(0, {"prompt": "p", "prompt_token_ids": [1]}, "completion", None, False)
-        return [e async for e in _sse("completion", {"id": "x"}, [failing()], [choice], 1, True)]
+        timers = [_Latency(ServerMetrics(lambda: None))]
+        return [e.decode() async for e in _sse("completion", {"id": "x"}, [failing()], timers, [choice], 1, True)]
 
     events = asyncio.run(run())
     assert json.loads(events[0][6:])["choices"][0]["text"] == "ab"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import time
@@ -142,3 +143,19 @@ def test_loading_server_answers_503(route, tmp_path):
         r = client.post(route, json={"model": "m", "prompt": "x", "messages": [{"role": "user", "content": "x"}]})
         assert r.status_code in (400, 503)
         gate.set()
+
+
+def test_stream_interval_sends_fewer_events_with_the_same_text(tiny_model_dir, tiny_llm):
+    srv = start_server(tiny_model_dir, "--stream-interval", "5")
+    try:
+        body = {"model": "tiny", "prompt": "def f(x):", "max_tokens": 21, "temperature": 0, "stream": True,
+                "ignore_eos": True, "stream_options": {"include_usage": True}}
+        with httpx.stream("POST", srv.url + "/v1/completions", json=body, headers=srv.headers) as r:
+            events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    finally:
+        srv.stop()
+    content = [e for e in events if e["choices"]]
+    assert events[-1]["usage"]["completion_tokens"] == 21
+    assert len(content) <= 6  # the first token, then every 5: 1 + 5 * 4; unbatched it would be 21
+    ref = tiny_llm.generate("def f(x):", SamplingParams(max_tokens=21, temperature=0, ignore_eos=True))[0]
+    assert "".join(e["choices"][0]["text"] for e in content) == ref.outputs[0].text
