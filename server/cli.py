@@ -1,5 +1,6 @@
 """`hearth` command line: `hearth serve [MODEL]` runs the OpenAI-compatible HTTP server;
-`hearth generate [MODEL] PROMPT` streams a completion to stdout."""
+`hearth generate [MODEL] PROMPT` streams a completion to stdout; `hearth convert MODEL_DIR OUT.gguf`
+writes a Hugging Face model as a GGUF file."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ import logging
 import os
 import sys
 
+# kept here (not imported from the engine) so that `hearth --help` stays instant
+QUANTIZATIONS = ("q8_0", "q4_0")
+CONVERT_TYPES = ("q8_0", "q4_0", "f16", "bf16", "f32")
+
 
 def _generate_parser(sub) -> None:
     p = sub.add_parser("generate", help="complete a prompt and stream the text to stdout",
                        description="Load MODEL (default: the bundled Python-code model) and stream a "
                                    "completion of PROMPT to stdout.")
     p.add_argument("model_and_prompt", nargs="+", metavar="[MODEL] PROMPT",
-                   help="optional Hugging Face model directory (config.json, *.safetensors, tokenizer.json; "
-                        "default: the bundled model), then the text to complete")
+                   help="optional model: a Hugging Face model directory (config.json, *.safetensors, "
+                        "tokenizer.json) or a .gguf file (default: the bundled model), then the text to complete")
     p.add_argument("--max-tokens", type=int, default=128, help="most tokens to generate (default 128)")
     p.add_argument("--temperature", type=float, default=None,
                    help="0 = greedy; default: the model's generation_config.json, else 1.0")
@@ -33,6 +38,10 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     """Flags that size the engine: weights, context, KV cache and batching."""
     g = p.add_argument_group("engine")
     g.add_argument("--dtype", default=None, help="weight dtype in memory: bfloat16 or float32 (default: as stored)")
+    g.add_argument("--quantization", default=None, choices=QUANTIZATIONS, type=str.lower,
+                   help="quantize the weight matrices on load: q8_0 (8-bit, near-lossless, ~half of bf16's "
+                        "memory) or q4_0 (4-bit, ~quarter, less accurate); the same block formats as GGUF. "
+                        "Default: as stored (a quantized .gguf file runs in its own format)")
     g.add_argument("--max-model-len", type=int, default=None, help="cap on prompt + output tokens")
     g.add_argument("--kv-cache-memory", type=int, default=None,
                    help="KV cache budget in bytes (default 2 GiB); its capacity in tokens is logged at start-up")
@@ -46,8 +55,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
 
 def engine_kwargs(args: argparse.Namespace) -> dict:
     """LLM / AsyncLLM keyword arguments from the engine flags."""
-    return {"dtype": args.dtype, "max_model_len": args.max_model_len, "kv_cache_memory": args.kv_cache_memory,
-            "num_kv_blocks": args.num_kv_blocks, "block_size": args.block_size, "max_num_seqs": args.max_num_seqs,
+    return {"dtype": args.dtype, "quantization": args.quantization, "max_model_len": args.max_model_len,
+            "kv_cache_memory": args.kv_cache_memory, "num_kv_blocks": args.num_kv_blocks, "block_size": args.block_size, "max_num_seqs": args.max_num_seqs,
             "max_num_batched_tokens": args.max_num_batched_tokens,
             "enable_prefix_caching": not args.no_prefix_caching}
 
@@ -56,7 +65,8 @@ def _serve_parser(sub) -> None:
     p = sub.add_parser("serve", help="serve the OpenAI API (completions, chat, SSE streaming) over HTTP",
                        description="Serve MODEL (default: the bundled Python-code model) with an "
                                    "OpenAI-compatible HTTP API. Docs at /docs once it is up.")
-    p.add_argument("model", nargs="?", default=None, help="Hugging Face model directory (default: the bundled model)")
+    p.add_argument("model", nargs="?", default=None,
+                   help="Hugging Face model directory or .gguf file (default: the bundled model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     p.add_argument("--api-key", action="append", default=None,
@@ -66,7 +76,6 @@ def _serve_parser(sub) -> None:
     p.add_argument("--max-queued-requests", type=int, default=256,
                    help="requests allowed to wait beyond --max-num-seqs before answering 429 (default 256)")
     p.add_argument("--max-request-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
-    p.add_argument("--quantization", default=None, help="weight quantization (none yet: q8_0/q4_0 come later)")
     p.add_argument("--device", default="cpu", help="cpu (cuda comes later)")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
                    help="on SIGTERM, seconds to let requests in flight finish (default 30)")
@@ -77,12 +86,37 @@ def _serve_parser(sub) -> None:
     add_engine_args(p)
 
 
+def _convert_parser(sub) -> None:
+    p = sub.add_parser("convert", help="write a Hugging Face model as a GGUF file (llama.cpp's format)",
+                       description="Convert MODEL_DIR (a Llama, Mistral, Qwen2 or Qwen3 checkpoint: config.json, "
+                                   "*.safetensors, tokenizer.json) to a GGUF file with llama.cpp's tensor names "
+                                   "and metadata keys, loadable by hearth, llama.cpp and transformers.")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="Hugging Face model directory")
+    p.add_argument("out", metavar="OUT.gguf", help="the GGUF file to write (replaced if it exists)")
+    p.add_argument("--type", dest="out_type", default="q8_0", choices=CONVERT_TYPES, type=str.lower,
+                   help="format of the weight matrices (embedding included): q8_0 (default), q4_0, f16, bf16 "
+                        "or f32; norms and biases are always f32. A matrix whose rows are not a multiple "
+                        "of 32 is written as f16, as llama.cpp does")
+    p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hearth", description="hearth: LLM inference without PyTorch")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _generate_parser(sub)
+    _convert_parser(sub)
     return parser
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from engine.gguf import convert_to_gguf
+
+    if not args.out.lower().endswith(".gguf"):
+        raise ValueError(f"the output file must end in .gguf, got {args.out!r}")
+    path = convert_to_gguf(args.model_dir, args.out, args.out_type, progress=not args.no_progress)
+    print(path)
+    return 0
 
 
 def _run_generate(args: argparse.Namespace) -> int:
@@ -127,7 +161,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     return serve(args.model, host=args.host, port=args.port, api_keys=_api_keys(args),
                  served_model_name=args.served_model_name, max_queued_requests=args.max_queued_requests,
                  max_request_bytes=args.max_request_bytes, shutdown_timeout=args.shutdown_timeout,
-                 engine_kwargs={**engine_kwargs(args), "device": args.device, "quantization": args.quantization,
+                 engine_kwargs={**engine_kwargs(args), "device": args.device,
                                 "seed": args.seed, "stream_interval": args.stream_interval})
 
 
@@ -140,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_generate(args)
         if args.command == "serve":
             return _run_serve(args)
+        if args.command == "convert":
+            return _run_convert(args)
     except ValueError as e:
         print(f"hearth: error: {e}", file=sys.stderr)
         return 2

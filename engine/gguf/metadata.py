@@ -1,44 +1,16 @@
-"""GGUF key/value metadata as plain Python values, read through `gguf.GGUFReader`."""
+"""Typed access to GGUF key/value metadata (llama.cpp's key names)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-from gguf import GGUFReader, GGUFValueType
+from engine.gguf.container import GGUFFile
 
 
-def _decode(raw: Any) -> str:
-    # llama.cpp writes token texts as UTF-8; a broken one must not stop the whole load
-    return bytes(raw).decode("utf-8", errors="replace")
-
-
-def _field_value(field: Any) -> Any:
-    kind = field.types[0] if field.types else None
-    if kind == GGUFValueType.STRING:
-        return _decode(field.parts[field.data[0]])
-    if kind == GGUFValueType.ARRAY:
-        item = field.types[-1] if len(field.types) > 1 else None
-        if item == GGUFValueType.STRING:
-            return [_decode(field.parts[i]) for i in field.data]
-        if item == GGUFValueType.ARRAY:
-            return None  # nested arrays: no key hearth reads uses them
-        return [_scalar(field.parts[i]) for i in field.data]
-    return _scalar(field.parts[field.data[0]])
-
-
-def _scalar(part: Any) -> Any:
-    if part.dtype == np.float32:
-        # the shortest decimal that is this float32 (1e-06, not 9.99999997e-07): the value the
-        # converter started from, as the HF config had it
-        return float(str(part[0]))
-    return part[0].item()
-
-
-def read_metadata(reader: GGUFReader) -> dict[str, Any]:
-    """Every key of the file (the reader's own ``GGUF.*`` header entries left out): strings as
-    str, numbers and bools as Python scalars, arrays as lists."""
-    return {name: _field_value(field) for name, field in reader.fields.items() if not name.startswith("GGUF.")}
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """Every key/value of the GGUF file at `path` (strings, numbers, bools, lists)."""
+    return GGUFFile(path).metadata
 
 
 class Metadata:

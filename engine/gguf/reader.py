@@ -7,20 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gguf import GGUFReader
-
 from engine.config import ModelConfig
 from engine.gguf import hparams
-from engine.gguf.metadata import Metadata, read_metadata
+from engine.gguf.container import GGUFFile
+from engine.gguf.metadata import Metadata
 from engine.gguf.names import ROPE_FREQS
 from engine.gguf.tensors import GGUFCheckpoint
 from engine.gguf.tokenizer import build_tokenizer, stop_token_ids
 from engine.tokenizer import Tokenizer
 
 log = logging.getLogger("hearth")
-
-_MAGIC = b"GGUF"
-
 
 @dataclass
 class GGUFModel:
@@ -40,19 +36,6 @@ class GGUFModel:
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
-def _open(path: Path) -> GGUFReader:
-    if not path.is_file():
-        raise ValueError(f"GGUF file {str(path)!r} does not exist")
-    with open(path, "rb") as f:
-        if f.read(4) != _MAGIC:
-            raise ValueError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)")
-    try:
-        return GGUFReader(path, "r")  # a read-only memory map: tensor data is never copied
-    except (ValueError, IndexError, KeyError, OverflowError) as e:
-        # the reader indexes past the end of a truncated file, or meets an unknown type code
-        raise ValueError(f"{path}: corrupt or truncated GGUF file ({type(e).__name__}: {e})") from None
-
-
 def load_gguf(path: str | Path) -> GGUFModel:
     """Read a GGUF file of the llama, qwen2 or qwen3 architecture.
 
@@ -64,13 +47,15 @@ def load_gguf(path: str | Path) -> GGUFModel:
         ValueError: not a GGUF file, an unsupported architecture or tokenizer, missing metadata.
     """
     path = Path(path).expanduser()
-    reader = _open(path)
-    meta = Metadata(read_metadata(reader), str(path))
+    if not path.is_file():
+        raise ValueError(f"GGUF file {str(path)!r} does not exist")
+    file = GGUFFile(path)  # a read-only memory map: tensor data is never copied
+    meta = Metadata(file.metadata, str(path))
     arch = hparams.check_architecture(meta)  # before anything else: the clearest error first
-    names = {t.name for t in reader.tensors}
+    names = {t.name for t in file.tensors}
     heads = (int(meta.uniform("attention.head_count") or 0), int(meta.uniform("attention.head_count_kv") or 0))
     heads = (heads[0], heads[1] or heads[0])
-    checkpoint = GGUFCheckpoint(path, reader.tensors, heads if arch == "LlamaForCausalLM" else None)
+    checkpoint = GGUFCheckpoint(path, file.tensors, heads if arch == "LlamaForCausalLM" else None)
     config = hparams.model_config(meta, names, checkpoint.raw(ROPE_FREQS))
     tokenizer = build_tokenizer(meta)
     note = checkpoint.conversion_note()

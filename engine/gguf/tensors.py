@@ -15,10 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gguf import ReaderTensor
 
 from engine.gguf import layout, names
-from engine.gguf.quantize import FLOAT_DTYPES, NATIVE, can_dequantize, dequantize, quantize, requantize_target
+from engine.gguf.container import TensorData
+from engine.gguf.quantize import (
+    FLOAT_DTYPES,
+    NATIVE,
+    can_dequantize,
+    dequantize,
+    quantize,
+    requantize_target,
+)
 from engine.quant import BLOCK, QuantizedMatrix
 
 
@@ -26,18 +33,20 @@ from engine.quant import BLOCK, QuantizedMatrix
 class _Plan:
     """What one stored tensor becomes: `result` is a dtype ('float16', ...) or block format."""
 
-    tensor: ReaderTensor
+    tensor: TensorData
     shape: tuple[int, ...]
-    result: str
+    result: str | None  # None: a type hearth cannot read (an error only if the tensor is asked for)
 
     @property
     def converted(self) -> bool:
+        if self.result is None:
+            return False
         return self.tensor.tensor_type not in NATIVE or (self.result == "float32" and
                                                          self.tensor.tensor_type not in FLOAT_DTYPES)
 
 
-def _plan(t: ReaderTensor, source: str) -> _Plan:
-    shape = tuple(int(d) for d in reversed(t.shape.tolist()))
+def _plan(t: TensorData) -> _Plan:
+    shape = t.shape
     qtype = t.tensor_type
     is_matrix = len(shape) == 2 and shape[1] % BLOCK == 0
     if qtype in FLOAT_DTYPES:
@@ -45,7 +54,7 @@ def _plan(t: ReaderTensor, source: str) -> _Plan:
     if qtype in NATIVE and is_matrix:
         return _Plan(t, shape, NATIVE[qtype])
     if not can_dequantize(qtype):
-        raise ValueError(f"{source}: tensor {t.name!r} has type {qtype.name}, which hearth cannot read")
+        return _Plan(t, shape, None)
     return _Plan(t, shape, requantize_target(qtype) if is_matrix else "float32")
 
 
@@ -55,10 +64,10 @@ class GGUFCheckpoint:
     `qk_heads` = (num_attention_heads, num_key_value_heads) when attn_q/attn_k rows are in
     llama.cpp's order (the llama architecture) and must be put back, None otherwise."""
 
-    def __init__(self, path: Path, tensors: list[ReaderTensor], qk_heads: tuple[int, int] | None) -> None:
+    def __init__(self, path: Path, tensors: list[TensorData], qk_heads: tuple[int, int] | None) -> None:
         self.path = path
         self._qk_heads = qk_heads
-        self._plans = {t.name: _plan(t, str(path)) for t in tensors}
+        self._plans = {t.name: _plan(t) for t in tensors}
         self._by_hf = {hf: g for g in self._plans if (hf := names.gguf_to_hf(g)) is not None}
 
     # ---- the Checkpoint interface -------------------------------------------------------------
@@ -80,6 +89,9 @@ class GGUFCheckpoint:
         if plan.shape != tuple(shape):
             raise ValueError(f"{self.path}: tensor {gguf_name!r} ({name!r}) has shape {plan.shape}, "
                              f"expected {tuple(shape)}")
+        if plan.result is None:
+            raise ValueError(f"{self.path}: tensor {gguf_name!r} has type {plan.tensor.tensor_type.name}, "
+                             "which hearth cannot read")
         value = self._load(plan)
         role = names.qk_role(gguf_name)
         if self._qk_heads is not None and role is not None:
@@ -88,7 +100,7 @@ class GGUFCheckpoint:
 
     def dtypes(self) -> set[str]:
         """What the weights come back as: dtypes ('float16', ...) and block formats ('q8_0', ...)."""
-        return {self._plans[g].result for g in self._by_hf.values()}
+        return {r for g in self._by_hf.values() if (r := self._plans[g].result) is not None}
 
     # ---- extras for the GGUF loader -----------------------------------------------------------
 
@@ -97,6 +109,9 @@ class GGUFCheckpoint:
         plan = self._plans.get(gguf_name)
         if plan is None:
             return None
+        if plan.result is None:
+            raise ValueError(f"{self.path}: tensor {gguf_name!r} has type {plan.tensor.tensor_type.name}, "
+                             "which hearth cannot read")
         return dequantize(plan.tensor.data, plan.tensor.tensor_type, plan.shape)
 
     @property
@@ -131,7 +146,7 @@ class GGUFCheckpoint:
 
     def _load(self, plan: _Plan) -> np.ndarray | QuantizedMatrix:
         t, qtype = plan.tensor, plan.tensor.tensor_type
-        data = t.data.view(np.ndarray)  # a plain view of the read-only memory map
+        data = t.data  # a read-only view of the memory map
         if qtype in FLOAT_DTYPES:
             # F32/F16 arrive typed; BF16 arrives as bytes [.., 2K]: view them as bfloat16
             return data.view(FLOAT_DTYPES[qtype]).reshape(plan.shape)

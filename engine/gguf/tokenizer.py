@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import (
+    AddedToken,
+    Regex,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+)
 from tokenizers import Tokenizer as BackendTokenizer
 
 from engine.gguf import bytelevel
@@ -103,7 +111,7 @@ def _byte_level(meta: Metadata, vocab: _Vocab) -> BackendTokenizer:
         merges.append((left, right))
     try:
         backend = BackendTokenizer(models.BPE(vocab=ids, merges=merges, ignore_merges=pre.ignore_merges))
-    except Exception as e:  # the Rust side reports merges naming unknown tokens as a bare Exception
+    except Exception as e:  # noqa: BLE001 -- the Rust side reports bad merges as a bare Exception
         raise ValueError(f"{meta.source}: inconsistent byte-level vocabulary: {e}") from None
     if pre.nfc:
         backend.normalizer = normalizers.NFC()
@@ -145,7 +153,7 @@ def _sentencepiece(meta: Metadata, vocab: _Vocab, unk: str | None) -> BackendTok
         ids.setdefault(tok, i)
     try:
         model = models.BPE(vocab=ids, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- as above
         raise ValueError(f"{meta.source}: inconsistent SentencePiece vocabulary: {e}") from None
     backend = BackendTokenizer(model)
     add_prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))

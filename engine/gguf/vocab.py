@@ -15,7 +15,15 @@ from typing import Any
 
 from tokenizers import Tokenizer as BackendTokenizer
 
-from engine.gguf.tokenizer import BYTE, CONTROL, NORMAL, PRE_TOKENIZERS, UNKNOWN, UNUSED, USER_DEFINED
+from engine.gguf.tokenizer import (
+    BYTE,
+    CONTROL,
+    NORMAL,
+    PRE_TOKENIZERS,
+    UNKNOWN,
+    UNUSED,
+    USER_DEFINED,
+)
 
 # split regex -> the tokenizer.ggml.pre name llama.cpp gives the tokenizers that use it
 _PRE_BY_REGEX = {PRE_TOKENIZERS[name].regex: name for name in ("llama-bpe", "qwen2", "tekken")}
@@ -203,7 +211,8 @@ def read_hf_vocab(model_dir: Path, config: dict[str, Any], vocab_size: int) -> G
     merges = _merges(spec, path)
     ids = _special_ids(model_dir, backend, config, vocab_size)
     add_bos, add_eos = _adds(spec, ids, backend)
-    common = dict(special_ids=ids, add_bos=add_bos, add_eos=add_eos, chat_template=_chat_template(model_dir))
+    common: dict[str, Any] = {"special_ids": ids, "add_bos": add_bos, "add_eos": add_eos,
+                              "chat_template": _chat_template(model_dir)}
     if "ByteLevel" in kinds:
         tokens, types = _token_table(backend, vocab_size, False, None, path)
         return GGUFVocab("gpt2", tokens, types, [f"{a} {b}" for a, b in merges],

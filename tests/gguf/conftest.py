@@ -11,7 +11,7 @@ import pytest
 import torch
 import transformers
 
-from tests.model_factory import VOCAB, _COMMON
+from tests.model_factory import _COMMON, VOCAB
 from tests.tokenizer_factory import build_tokenizer
 
 # The split regex of Qwen2's tokenizer.json (digits one at a time); the factory's byte-level
@@ -74,6 +74,14 @@ def save(model: transformers.PreTrainedModel, name: str, out_dir: Path) -> Path:
     cfg.pop("do_sample", None)
     gen.write_text(json.dumps(cfg))
     return out_dir
+
+
+def reader_metadata(path) -> dict:
+    """The file's metadata as the gguf package's own reader sees it (an oracle for hearth's parser)."""
+    from gguf import GGUFReader
+
+    return {name: field.contents() for name, field in GGUFReader(path).fields.items()
+            if not name.startswith("GGUF.")}
 
 
 class Zoo:

@@ -52,7 +52,7 @@ def _fp16_matrices(model: transformers.PreTrainedModel) -> transformers.PreTrain
 @pytest.mark.parametrize("name", TRANSFORMERS_READS)
 def test_transformers_runs_the_f16_file_like_the_original(zoo, name):
     pytest.importorskip("accelerate")  # transformers needs it to load a GGUF
-    model, hf_dir = zoo.hf(name)
+    model, _ = zoo.hf(name)
     path = zoo.gguf(name, "f16")
     loaded = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
                                                                dtype=torch.float32).eval()
