@@ -4,6 +4,7 @@
 
 #include <pybind11/stl.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <optional>
 
@@ -14,6 +15,10 @@
 namespace py = pybind11;
 using namespace hearth;
 using namespace hearth::py_checks;
+
+template <> inline const char *hearth::py_checks::dtype_name<uint8_t>() {
+  return "uint8";
+}
 
 namespace {
 
@@ -170,6 +175,90 @@ double probe_py(const py::array &buf) {
   return memory_read_probe(p, n);
 }
 
+QuantFormat parse_format(const std::string &fmt) {
+  std::string s;
+  for (char c : fmt)
+    s += char(std::tolower(static_cast<unsigned char>(c)));
+  if (s == "q8_0")
+    return QuantFormat::Q8_0;
+  if (s == "q4_0")
+    return QuantFormat::Q4_0;
+  fail("fmt must be 'q8_0' or 'q4_0', got '" + fmt + "'");
+}
+
+int64_t quant_row_bytes(QuantFormat f, int64_t K) {
+  return K / 32 * (f == QuantFormat::Q8_0 ? 34 : 18);
+}
+
+void check_k(int64_t K, const char *name) {
+  if (K % 32)
+    fail(std::string(name) + ": K = " + std::to_string(K) +
+         " must be a multiple of 32 (the block size)");
+  if (K > INT32_MAX)
+    fail(std::string(name) + ": K too large");
+}
+
+void quantize_py(const py::array &w, const std::string &fmt,
+                 const py::array &out) {
+  const QuantFormat f = parse_format(fmt);
+  const bool bf16 = py::isinstance<py::array_t<uint16_t>>(w);
+  const void *wp = bf16
+                       ? static_cast<const void *>(checked<uint16_t>(w, "w", 2))
+                       : static_cast<const void *>(checked<float>(w, "w", 2));
+  const int64_t N = w.shape(0), K = w.shape(1);
+  check_k(K, "w");
+  uint8_t *op = checked<uint8_t>(out, "out", 2, true);
+  expect_dim(out, "out", 0, N);
+  expect_dim(out, "out", 1, quant_row_bytes(f, K));
+  bool finite;
+  {
+    py::gil_scoped_release nogil;
+    finite = quantize_blocks(wp, bf16, N, K, f, op);
+  }
+  if (!finite)
+    fail("w holds non-finite values (inf or NaN), which cannot be quantized");
+}
+
+void dequantize_py(const py::array &data, const std::string &fmt,
+                   const py::array &out) {
+  const QuantFormat f = parse_format(fmt);
+  const uint8_t *dp = checked<uint8_t>(data, "data", 2);
+  const int64_t N = data.shape(0), rb = data.shape(1);
+  const int64_t bb = quant_row_bytes(f, 32);
+  if (rb % bb)
+    fail("data: row bytes " + std::to_string(rb) + " must be a multiple of " +
+         std::to_string(bb) + " (one " + fmt + " block)");
+  const int64_t K = rb / bb * 32;
+  check_k(K, "data");
+  float *op = checked<float>(out, "out", 2, true);
+  expect_dim(out, "out", 0, N);
+  expect_dim(out, "out", 1, K);
+  py::gil_scoped_release nogil;
+  dequantize_blocks(dp, N, K, f, op);
+}
+
+void linear_quant_py(const py::array &x, const py::array &w,
+                     const std::string &fmt, const std::optional<py::array> &bias,
+                     const py::array &out) {
+  const QuantFormat f = parse_format(fmt);
+  const float *xp = checked<float>(x, "x", 2);
+  const int64_t M = x.shape(0), K = x.shape(1);
+  check_k(K, "x");
+  const uint8_t *wp = checked<uint8_t>(w, "w", 2);
+  const int64_t N = w.shape(0);
+  expect_dim(w, "w", 1, quant_row_bytes(f, K));
+  const float *bp = nullptr;
+  if (bias) {
+    bp = checked<float>(*bias, "bias", 1);
+    expect_dim(*bias, "bias", 0, N);
+  }
+  float *op = checked<float>(out, "out", 2, true);
+  expect_dim(out, "out", 0, M);
+  expect_dim(out, "out", 1, N);
+  py::gil_scoped_release nogil;
+  linear_quant(xp, M, K, wp, f, N, bp, op);
+}
+
 } // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -192,6 +281,11 @@ PYBIND11_MODULE(_C, m) {
         py::arg("seq_lens"), py::arg("query_start_loc"), py::arg("scale"),
         py::arg("out"));
   m.def("memory_read_probe", &probe_py, py::arg("buf"));
+  m.def("quantize", &quantize_py, py::arg("w"), py::arg("fmt"), py::arg("out"));
+  m.def("dequantize", &dequantize_py, py::arg("data"), py::arg("fmt"),
+        py::arg("out"));
+  m.def("linear_quant", &linear_quant_py, py::arg("x"), py::arg("w"),
+        py::arg("fmt"), py::arg("bias"), py::arg("out"));
   m.def("simd_level", [] { return std::string(level_name(active_level())); });
   m.def("detected_simd_level",
         [] { return std::string(level_name(detected_level())); });

@@ -47,4 +47,21 @@ void paged_attention(const PagedAttnArgs &a);
 // Reads every byte of buf; returns the byte sum (as double).
 double memory_read_probe(const uint8_t *buf, size_t n);
 
+// GGUF block formats (layout in engine/quant.py): each row of W[N, K] is
+// K / 32 blocks of an fp16 scale and 32 (Q8_0: int8, Q4_0: 4-bit) values.
+enum class QuantFormat : int { Q8_0 = 0, Q4_0 = 1 };
+
+// Quantizes w[N, K] (fp32, or bf16 bits if w_bf16; K % 32 == 0) into
+// out[N, K / 32 * block bytes], bit for bit as gguf-py / ggml do. Returns
+// false, with out partly written, if w holds a non-finite value.
+bool quantize_blocks(const void *w, bool w_bf16, int64_t N, int64_t K,
+                     QuantFormat fmt, uint8_t *out);
+// out[N, K] = the values of the blocks in data (K % 32 == 0).
+void dequantize_blocks(const uint8_t *data, int64_t N, int64_t K,
+                       QuantFormat fmt, float *out);
+// out[M, N] = x[M, K] @ dequantize(w)[N, K]^T (+ bias[N]), with x quantized
+// per block of 32 to int8 and integer block dot products (see quant.h).
+void linear_quant(const float *x, int64_t M, int64_t K, const uint8_t *w,
+                  QuantFormat fmt, int64_t N, const float *bias, float *out);
+
 } // namespace hearth

@@ -105,3 +105,63 @@ def paged_attention(
         v = v_cache[blocks, pos % block_size]
         out[q0:q1] = attention_dense(q[q0:q1], k, v, scale, offset=seq_len - (q1 - q0))
     return out
+
+
+# ------------------------------------------------------------- GGUF block formats
+# Q8_0: fp16 d then 32 int8 q, w = d * q. Q4_0: fp16 d then 16 bytes, byte j holding element j
+# (low nibble) and j + 16 (high nibble), w = d * (q - 8). Written independently of gguf-py, with
+# its fp32 arithmetic, so the bytes must match it exactly (the tests check that too).
+
+QUANT_BLOCK_BYTES = {"q8_0": 34, "q4_0": 18}
+
+
+def _to_int(v: np.ndarray, dtype) -> np.ndarray:
+    """Cast float32 values to int; non-finite ones (1/d overflowed on tiny blocks) become 0, as
+    numpy's own cast does on x86."""
+    ok = np.isfinite(v)
+    return np.where(ok, v, 0).astype(dtype)
+
+
+def quantize(w, fmt: str) -> np.ndarray:
+    """w[N, K] (any float dtype, K % 32 == 0) -> uint8 [N, K // 32 * block bytes]."""
+    w = np.asarray(w).astype(np.float32)
+    n, k = w.shape
+    blocks = w.reshape(-1, 32)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        if fmt == "q8_0":
+            d = np.abs(blocks).max(axis=1) / np.float32(127)
+            inv = np.where(d == 0, np.float32(0), np.float32(1) / d)
+            v = blocks * inv[:, None]
+            a = np.abs(v)
+            t = np.trunc(a)
+            r = t + (a - t >= np.float32(0.5))  # round half away from zero
+            q = _to_int(np.copysign(r, v), np.int8).view(np.uint8)
+        else:
+            first = np.abs(blocks).argmax(axis=1)
+            d = blocks[np.arange(len(blocks)), first] / np.float32(-8)
+            inv = np.where(d == 0, np.float32(0), np.float32(1) / d)
+            t = np.trunc(blocks * inv[:, None] + np.float32(8.5))
+            q = np.minimum(_to_int(t, np.int32), 15).astype(np.uint8)
+            q = q[:, :16] | (q[:, 16:] << 4)
+        scale = d.astype(np.float16).view(np.uint8).reshape(-1, 2)
+    return np.concatenate([scale, q], axis=1).reshape(n, -1)
+
+
+def dequantize(data, fmt: str) -> np.ndarray:
+    """uint8 blocks [N, K // 32 * block bytes] -> float32 [N, K]."""
+    data = np.asarray(data, dtype=np.uint8)
+    n = data.shape[0]
+    blocks = data.reshape(-1, QUANT_BLOCK_BYTES[fmt])
+    d = blocks[:, :2].copy().view(np.float16).astype(np.float32)  # [blocks, 1]
+    if fmt == "q8_0":
+        q = blocks[:, 2:].view(np.int8).astype(np.float32)
+    else:
+        qs = blocks[:, 2:]
+        q = np.concatenate([qs & 15, qs >> 4], axis=1).astype(np.float32) - 8
+    with np.errstate(invalid="ignore"):
+        return (d * q).reshape(n, -1)
+
+
+def linear_quant(x, w, fmt: str, bias=None) -> np.ndarray:
+    """x[M, K] @ dequantize(w)[N, K].T + bias[N], in float64 with x as given (not quantized)."""
+    return linear(x, dequantize(w, fmt), bias)

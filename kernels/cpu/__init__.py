@@ -21,13 +21,17 @@ import numpy as np
 from . import _C
 
 __all__ = [
+    "QUANT_BLOCK_BYTES",
     "add_rms_norm",
     "available_simd_levels",
+    "dequantize",
     "detected_simd_level",
     "linear",
+    "linear_quant",
     "memory_read_probe",
     "num_threads",
     "paged_attention",
+    "quantize",
     "reshape_and_cache",
     "rms_norm",
     "rope",
@@ -41,6 +45,7 @@ F32 = np.dtype(np.float32)
 BF16 = np.dtype(ml_dtypes.bfloat16)
 I32 = np.dtype(np.int32)
 I64 = np.dtype(np.int64)
+U8 = np.dtype(np.uint8)
 _LEVELS = ("scalar", "avx2", "avx512")  # lowest to highest
 
 
@@ -228,6 +233,86 @@ def memory_read_probe(buf: np.ndarray) -> float:
     if not isinstance(buf, np.ndarray) or not buf.flags.c_contiguous:
         raise ValueError("buf must be a C-contiguous numpy.ndarray")
     return _C.memory_read_probe(buf)
+
+
+# ------------------------------------------------------------- GGUF block formats
+
+QUANT_BLOCK = 32
+QUANT_BLOCK_BYTES = {"q8_0": 34, "q4_0": 18}  # same table as engine.quant (a contract)
+
+
+def _quant_format(fmt) -> str:
+    name = str(fmt).lower()
+    if name not in QUANT_BLOCK_BYTES:
+        raise ValueError(f"fmt must be one of {tuple(QUANT_BLOCK_BYTES)}, got {fmt!r}")
+    return name
+
+
+def quantize(w: np.ndarray, fmt: str) -> np.ndarray:
+    """Quantize w[N, K] (float32 or bfloat16, K % 32 == 0) to GGUF blocks.
+
+    Returns uint8 [N, K // 32 * block_bytes] ("q8_0": 34, "q4_0": 18 bytes per
+    32 values), bit for bit what ``gguf.quants.quantize`` gives for
+    ``w.astype(np.float32)``. Threaded over rows; ValueError if w holds
+    inf or NaN."""
+    fmt = _quant_format(fmt)
+    _check(w, "w", (F32, BF16), (None, None))
+    n, k = w.shape
+    if k % QUANT_BLOCK:
+        raise ValueError(f"w: K = {k} must be a multiple of {QUANT_BLOCK} (the block size)")
+    out = np.empty((n, k // QUANT_BLOCK * QUANT_BLOCK_BYTES[fmt]), dtype=U8)
+    _C.quantize(w.view(np.uint16) if w.dtype == BF16 else w, fmt, out)
+    return out
+
+
+def dequantize(data: np.ndarray, fmt: str) -> np.ndarray:
+    """The float32 [N, K] values of GGUF blocks data[N, K // 32 * block_bytes]
+    (uint8); bit for bit ``gguf.quants.dequantize``."""
+    fmt = _quant_format(fmt)
+    _check(data, "data", U8, (None, None))
+    n, row_bytes = data.shape
+    if row_bytes % QUANT_BLOCK_BYTES[fmt]:
+        raise ValueError(
+            f"data: row bytes {row_bytes} must be a multiple of "
+            f"{QUANT_BLOCK_BYTES[fmt]} (one {fmt} block)"
+        )
+    out = np.empty((n, row_bytes // QUANT_BLOCK_BYTES[fmt] * QUANT_BLOCK), dtype=F32)
+    _C.dequantize(data, fmt, out)
+    return out
+
+
+def linear_quant(
+    x: np.ndarray,
+    w: np.ndarray,
+    fmt: str,
+    bias: np.ndarray | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """out[M, N] = x[M, K] @ dequantize(w, fmt)[N, K].T + bias[N].
+
+    w is uint8 [N, K // 32 * block_bytes] in GGUF layout (as from
+    ``quantize``). Like llama.cpp, x is quantized to int8 per block of 32
+    (scale max|x| / 127, kept in fp32) and each block pair meets in an
+    integer dot product, so the result differs from the float product by
+    that rounding of x (at most max|x| / 254 per element, max over its
+    block of 32). Blocks of x with max|x| < 2**-120 count as zero.
+    Results are identical on every SIMD level and for every M (a row of x
+    gives the same outputs alone or in a batch). Non-finite x gives NaN in
+    its rows."""
+    fmt = _quant_format(fmt)
+    _check(x, "x", F32, (None, None))
+    m, k = x.shape
+    if k % QUANT_BLOCK:
+        raise ValueError(f"x: K = {k} must be a multiple of {QUANT_BLOCK} (the block size)")
+    _check(w, "w", U8, (None, k // QUANT_BLOCK * QUANT_BLOCK_BYTES[fmt]))
+    n = w.shape[0]
+    if bias is not None:
+        _check(bias, "bias", F32, (n,))
+    out = _out(out, (m, n))
+    if np.may_share_memory(out, x) or np.may_share_memory(out, w):
+        raise ValueError("out must not overlap x or w")
+    _C.linear_quant(x, w, fmt, bias, out)
+    return out
 
 
 def simd_level() -> str:
