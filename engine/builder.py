@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from engine.core import EngineCore
 from engine.model.llama import LlamaForCausalLM
 from engine.model.loader import Checkpoint
 from engine.model_runner import ModelRunner
+from engine.quant import check_format
 from engine.tokenizer import Tokenizer
 
 log = logging.getLogger("hearth")
@@ -28,7 +30,8 @@ _GENERATION_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "to
 
 
 def resolve_model_dir(model: str | Path | None) -> Path:
-    """Check that `model` names a Hugging Face model directory; None means the bundled default model."""
+    """Check that `model` names a Hugging Face model directory or a .gguf file; None means the
+    bundled default model."""
     if model is None:
         if not (DEFAULT_MODEL_DIR / "config.json").exists():
             raise ValueError(f"the bundled default model is missing from this installation ({DEFAULT_MODEL_DIR}); "
@@ -38,9 +41,9 @@ def resolve_model_dir(model: str | Path | None) -> Path:
     if not path.exists():
         raise ValueError(f"model path {str(model)!r} does not exist")
     if path.is_file():
-        if path.suffix == ".gguf":
-            raise ValueError(f"{path}: GGUF files are not supported yet; pass a Hugging Face model directory")
-        raise ValueError(f"{path} is a file; pass a Hugging Face model directory")
+        if path.suffix.lower() == ".gguf":
+            return path
+        raise ValueError(f"{path} is a file but not a .gguf; pass a Hugging Face model directory or a GGUF file")
     if not (path / "config.json").exists():
         raise ValueError(f"model directory {path} has no config.json")
     return path
@@ -100,22 +103,51 @@ def choose_limits(mc: ModelConfig, max_model_len: int | None, kv_cache_memory: i
     return max_model_len, num_blocks
 
 
+@dataclass
+class _Opened:
+    """What a model path provides before the engine is sized."""
+
+    path: Path
+    config: ModelConfig
+    tokenizer: Tokenizer
+    checkpoint: Any  # Checkpoint, or the GGUF reader's equivalent
+    generation_defaults: dict[str, Any]
+    eos_token_ids: tuple[int, ...]
+    stored_quantization: str | None = None
+
+
+def _open_model(model: str | Path | None) -> _Opened:
+    path = resolve_model_dir(model)
+    if path.is_file():  # a GGUF file
+        from engine.gguf import load_gguf
+
+        g = load_gguf(path)
+        return _Opened(path, g.config, g.tokenizer, g.checkpoint, dict(g.generation_defaults),
+                       tuple(g.eos_token_ids), g.quantization)
+    defaults, gen_eos = read_generation_config(path)
+    return _Opened(path, ModelConfig.from_file(path / "config.json"), Tokenizer.from_pretrained(path),
+                   Checkpoint(path), defaults, gen_eos)
+
+
 def build_engine(model: str | Path | None, *, device: str = "cpu", dtype: str | None = None,
-                 max_model_len: int | None = None, seed: int | None = None,
+                 quantization: str | None = None, max_model_len: int | None = None, seed: int | None = None,
                  kv_cache_memory: int | None = None, num_kv_blocks: int | None = None, block_size: int = 16,
                  max_num_seqs: int = 64, max_num_batched_tokens: int = 2048,
                  enable_prefix_caching: bool = True, progress: Callable[[int, int], None] | None = None,
                  ) -> tuple[EngineCore, Tokenizer, EngineConfig]:
-    """Load config, tokenizer and weights; size the KV cache; return the engine core.
-    `progress(done, total)` is called as decoder layers load."""
+    """Load config, tokenizer and weights (quantized to `quantization`, "q8_0" or "q4_0", if
+    given); size the KV cache; return the engine core. `progress(done, total)` is called as
+    decoder layers load."""
     for name, value in (("block_size", block_size), ("max_num_seqs", max_num_seqs),
                         ("max_num_batched_tokens", max_num_batched_tokens)):
         _positive_int(name, value)
+    quantization = None if quantization in (None, "none") else check_format(quantization)
     backend = get_backend(device)
-    model_dir = resolve_model_dir(model)
-    mc = ModelConfig.from_file(model_dir / "config.json")
-    tokenizer = Tokenizer.from_pretrained(model_dir)
-    defaults, gen_eos = read_generation_config(model_dir)
+    opened = _open_model(model)
+    if quantization is not None and opened.stored_quantization is not None:
+        raise ValueError(f"{opened.path} is already quantized ({opened.stored_quantization}); "
+                         f"load it without quantization={quantization!r}")
+    mc, tokenizer, defaults, gen_eos = opened.config, opened.tokenizer, opened.generation_defaults, opened.eos_token_ids
     eos = tuple(dict.fromkeys(gen_eos + mc.eos_token_ids + (
         (tokenizer.eos_token_id,) if tokenizer.eos_token_id is not None else ())))
     max_model_len, num_blocks = choose_limits(mc, max_model_len, kv_cache_memory, block_size, num_kv_blocks)
@@ -124,12 +156,18 @@ def build_engine(model: str | Path | None, *, device: str = "cpu", dtype: str | 
              num_blocks * block_size * mc.kv_bytes_per_token / 2**20, max_model_len,
              "on" if enable_prefix_caching else "off")
     config = EngineConfig(
-        model_dir=model_dir, model=mc,
+        model_dir=opened.path, model=mc,
         cache=CacheConfig(block_size=block_size, num_blocks=num_blocks, enable_prefix_caching=enable_prefix_caching),
         scheduler=SchedulerConfig(max_model_len=max_model_len, max_num_seqs=max_num_seqs,
                                   max_num_batched_tokens=max_num_batched_tokens),
-        weight_dtype=normalize_dtype(dtype), device=device, seed=seed,
+        weight_dtype=normalize_dtype(dtype), quantization=quantization or opened.stored_quantization,
+        device=device, seed=seed,
         generation_defaults=defaults, eos_token_ids=eos)
-    net = LlamaForCausalLM(mc, backend, Checkpoint(model_dir), config.weight_dtype, max_model_len, progress=progress)
+    net = LlamaForCausalLM(mc, backend, opened.checkpoint, config.weight_dtype, max_model_len, progress=progress,
+                           quantization=quantization)
+    if config.quantization is not None:
+        log.info("weights: %s matrices (%s)", config.quantization,
+                 "as stored" if quantization is None else f"quantized on load; output head {net.HEAD_FORMAT}, "
+                 "embedding as stored")
     core = EngineCore(config, ModelRunner(config, backend, net))
     return core, tokenizer, config

@@ -204,6 +204,7 @@ class EngineConfig:
     cache: CacheConfig
     scheduler: SchedulerConfig
     weight_dtype: str | None = None
+    quantization: str | None = None  # "q8_0" / "q4_0": the block format of the matrices
     device: str = "cpu"
     seed: int | None = None
     generation_defaults: dict[str, Any] = field(default_factory=dict)

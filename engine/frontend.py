@@ -36,10 +36,8 @@ class EngineFrontend:
     def load(cls, model, *, device: str = "cpu", dtype: str | None = None, quantization: str | None = None,
              max_model_len: int | None = None, seed: int | None = None, **engine_kwargs: Any) -> EngineFrontend:
         """Build the engine for `model` (None: the bundled model); LLM and AsyncLLM both start here."""
-        if quantization is not None:
-            raise ValueError(f"quantization {quantization!r} is not supported yet; use None")
-        return cls(*build_engine(model, device=device, dtype=dtype, max_model_len=max_model_len, seed=seed,
-                                 **engine_kwargs))
+        return cls(*build_engine(model, device=device, dtype=dtype, quantization=quantization,
+                                 max_model_len=max_model_len, seed=seed, **engine_kwargs))
 
     def default_params(self) -> SamplingParams:
         """SamplingParams with the model's generation_config.json defaults."""

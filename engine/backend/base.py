@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from engine.quant import QuantizedMatrix
+
 Array = Any  # the backend's array type
 
 
@@ -22,6 +24,11 @@ class Backend(ABC):
     def weight(self, host: np.ndarray, dtype: str | None) -> Array:
         """Place a weight (a host array, often memory-mapped) on the device, converted to
         `dtype` ("bfloat16" / "float32"; None keeps what the backend can compute with)."""
+
+    @abstractmethod
+    def quantized_weight(self, host: np.ndarray | QuantizedMatrix, fmt: str | None) -> Any:
+        """Place a matrix for `linear` in block format `fmt` ("q8_0" / "q4_0"): a float matrix
+        is quantized, a QuantizedMatrix (from a GGUF file) is placed as it is (fmt None)."""
 
     @abstractmethod
     def asarray(self, host: np.ndarray) -> Array:
@@ -38,11 +45,11 @@ class Backend(ABC):
     # ---------------------------------------------------------------- ops
     @abstractmethod
     def embedding(self, table: Array, token_ids: Array) -> Array:
-        """Rows of `table` for `token_ids`, as float32 [T, hidden]."""
+        """Rows of `table` (a weight or a quantized matrix) for `token_ids`, as float32 [T, hidden]."""
 
     @abstractmethod
     def linear(self, x: Array, w: Array, bias: Array | None = None) -> Array:
-        """x [M, K] @ w[N, K].T + bias -> float32 [M, N]."""
+        """x [M, K] @ w[N, K].T + bias -> float32 [M, N]; w a weight or a quantized matrix."""
 
     @abstractmethod
     def rms_norm(self, x: Array, weight: Array, eps: float) -> Array:

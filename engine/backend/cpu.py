@@ -7,6 +7,7 @@ import numpy as np
 
 import kernels.cpu as K
 from engine.backend.base import Array, Backend
+from engine.quant import QuantizedMatrix, check_format
 
 _BF16 = np.dtype(ml_dtypes.bfloat16)
 
@@ -27,6 +28,17 @@ class CPUBackend(Backend):
             return host if host.flags.c_contiguous else np.ascontiguousarray(host)
         return np.ascontiguousarray(host.astype(target))
 
+    def quantized_weight(self, host: np.ndarray | QuantizedMatrix, fmt: str | None) -> QuantizedMatrix:
+        if isinstance(host, QuantizedMatrix):
+            if fmt is not None and check_format(fmt) != host.fmt:
+                raise ValueError(f"the weight is stored as {host.fmt}; it cannot be used as {fmt}")
+            return host  # the GGUF memory map, read in place
+        if host.ndim != 2:
+            raise ValueError(f"only matrices are quantized, got shape {host.shape}")
+        fmt = check_format(fmt)
+        src = host if host.dtype in (_BF16, np.dtype(np.float32)) else host.astype(np.float32)
+        return QuantizedMatrix(fmt, K.quantize(np.ascontiguousarray(src), fmt), tuple(host.shape))
+
     def asarray(self, host: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(host)
 
@@ -38,10 +50,14 @@ class CPUBackend(Backend):
         shape = (num_blocks, block_size, num_kv_heads, head_dim)
         return np.zeros(shape, np.float32), np.zeros(shape, np.float32)
 
-    def embedding(self, table: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+    def embedding(self, table: np.ndarray | QuantizedMatrix, token_ids: np.ndarray) -> np.ndarray:
+        if isinstance(table, QuantizedMatrix):
+            return K.dequantize(np.ascontiguousarray(table.data[token_ids]), table.fmt)
         return table[token_ids].astype(np.float32)
 
     def linear(self, x, w, bias=None):
+        if isinstance(w, QuantizedMatrix):
+            return K.linear_quant(x, w.data, w.fmt, bias)
         return K.linear(x, w, bias)
 
     def rms_norm(self, x, weight, eps):

@@ -13,6 +13,7 @@ from engine.backend.base import Array, Backend
 from engine.config import ModelConfig
 from engine.model.loader import Checkpoint
 from engine.model.rope import rope_tables
+from engine.quant import QuantizedMatrix
 
 
 @dataclass
@@ -54,22 +55,22 @@ class LlamaForCausalLM:
     """Weights plus the forward pass; the KV caches are owned by the caller."""
 
     def __init__(self, config: ModelConfig, backend: Backend, checkpoint: Checkpoint,
-                 weight_dtype: str | None, max_model_len: int, progress: Any = None) -> None:
+                 weight_dtype: str | None, max_model_len: int, progress: Any = None,
+                 quantization: str | None = None) -> None:
         self.config = config
         self.backend = backend
         c = config
-        self._ckpt, self._dtype = checkpoint, weight_dtype
-        self.embed = self._matrix("model.embed_tokens.weight", (c.vocab_size, c.hidden_size))
+        self._ckpt, self._dtype, self._quant = checkpoint, weight_dtype, quantization
+        # the embedding is only gathered from (a few rows per step), so quantizing it on load
+        # would save memory but no time: it stays as stored
+        self.embed = self._place(self._ckpt.get("model.embed_tokens.weight", (c.vocab_size, c.hidden_size)), None)
         self.layers = []
         for i in range(c.num_hidden_layers):
             self.layers.append(self._load_layer(i))
             if progress is not None:
                 progress(i + 1, c.num_hidden_layers)
         self.norm = self._vector("model.norm.weight", c.hidden_size)
-        if c.tie_word_embeddings:
-            self.lm_head = self.embed
-        else:
-            self.lm_head = self._matrix("lm_head.weight", (c.vocab_size, c.hidden_size))
+        self.lm_head = self._load_lm_head()
         cos, sin = rope_tables(c.rope, c.head_dim, max_model_len)
         self.cos, self.sin = backend.asarray(cos), backend.asarray(sin)
         self.scale = float(c.head_dim) ** -0.5
@@ -77,8 +78,30 @@ class LlamaForCausalLM:
 
     # ------------------------------------------------------------ loading
 
+    # The output head in a quantized model: every logit's error comes from it directly, so it
+    # keeps 8 bits even in a 4-bit model (llama.cpp keeps it at 6 bits or more for the same reason).
+    HEAD_FORMAT = "q8_0"
+
     def _matrix(self, name: str, shape: tuple[int, int]) -> Array:
-        return self.backend.weight(self._ckpt.get(name, shape), self._dtype)
+        return self._place(self._ckpt.get(name, shape), self._quant)
+
+    def _place(self, host: np.ndarray | QuantizedMatrix, fmt: str | None) -> Array:
+        """A matrix on the backend: as stored when it is already quantized (GGUF), quantized
+        to `fmt` when one is given, else in the weight dtype."""
+        if isinstance(host, QuantizedMatrix):
+            return self.backend.quantized_weight(host, None)
+        if fmt is not None:
+            return self.backend.quantized_weight(host, fmt)
+        return self.backend.weight(host, self._dtype)
+
+    def _load_lm_head(self) -> Array:
+        c = self.config
+        if c.tie_word_embeddings and (self._quant is None or isinstance(self.embed, QuantizedMatrix)):
+            return self.embed  # one matrix serves both
+        # untied, or tied and quantized on load: the head gets its own (quantized) matrix
+        name = "model.embed_tokens.weight" if c.tie_word_embeddings else "lm_head.weight"
+        host = self._ckpt.get(name, (c.vocab_size, c.hidden_size))
+        return self._place(host, self.HEAD_FORMAT if self._quant is not None else None)
 
     def _vector(self, name: str, size: int) -> Array:
         return self.backend.weight(self._ckpt.get(name, (size,)), "float32")

@@ -98,10 +98,16 @@ def test_tokenizer_and_logprobs_match_transformers(llm, hf, heldout):
     assert worst < LOGPROB_ATOL, f"max |logprob diff| {worst}"
 
 
-def test_heldout_loss_is_the_readme_figure_and_beats_unigram(llm, heldout):
+@pytest.fixture(scope="module")
+def heldout_loss(llm, heldout) -> float:
+    """hearth's bf16 loss on the shipped held-out sample."""
+    return hearth_loss(llm, [d["text"] for d in heldout])
+
+
+def test_heldout_loss_is_the_readme_figure_and_beats_unigram(heldout_loss):
     readme = (DEFAULT_MODEL_DIR / "README.md").read_text()
     stated = readme_figure(readme, "held-out sample loss")
-    ours = hearth_loss(llm, [d["text"] for d in heldout])
+    ours = heldout_loss
     assert abs(ours - stated) <= 0.02 * stated, f"hearth {ours:.4f} vs README {stated:.4f}"
     unigram = math.log(readme_figure(readme, "unigram model held-out perplexity"))
     assert readme_figure(readme, "held-out loss") < 0.6 * unigram  # genuinely trained
@@ -137,3 +143,14 @@ def test_training_script_smoke_run_loads_in_hearth(tmp_path):
     assert docs and np.isfinite(stated)
     ours = hearth_loss(LLM(str(out), kv_cache_memory=8 << 20), [d["text"] for d in docs])
     assert abs(ours - stated) <= 0.02 * stated
+
+
+# perplexity of the quantized bundled model over bf16's, at most (the issue's accuracy bar)
+QUANT_PPL_RATIO = {"q8_0": 1.01, "q4_0": 1.08}
+
+
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_0"])
+def test_quantized_heldout_perplexity_stays_close_to_bf16(heldout_loss, heldout, fmt):
+    quantized = LLM(quantization=fmt, kv_cache_memory=64 << 20)
+    ratio = math.exp(hearth_loss(quantized, [d["text"] for d in heldout]) - heldout_loss)
+    assert ratio <= QUANT_PPL_RATIO[fmt], f"{fmt}: perplexity {ratio:.4f}x bf16's"
