@@ -77,7 +77,8 @@ struct Workspace {
     const size_t ds = size_t(M) * nsb * kSuper * 4;
     const size_t need = q + 2 * ds + 64;
     if (need > bytes) {
-      mem.reset(static_cast<char *>(std::aligned_alloc(64, (need + 63) / 64 * 64)));
+      const size_t size = (need + 63) / 64 * 64;
+      mem.reset(static_cast<char *>(std::aligned_alloc(64, size)));
       if (!mem)
         throw std::bad_alloc();
       bytes = need;

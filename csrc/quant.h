@@ -143,5 +143,8 @@ Kernels kernels_scalar();
 
 // Quantizes x[K] (K % 32 == 0) into row m of xq (see QuantX).
 void quantize_x_row(const float *x, int K, const QuantX &xq, int m);
+// Its AVX-512 version (quant_avx512.cpp); nsb super-blocks, padded.
+void quant_x_row_avx512(const float *x, int K, int8_t *q, float *d, int32_t *s,
+                        int nsb);
 
 } // namespace hearth::qk

@@ -11,6 +11,9 @@
 
 #include <immintrin.h>
 
+#include <cfloat>
+#include <cmath>
+
 #include "quant.h"
 
 #define QK_TARGET                                                              \
@@ -31,17 +34,42 @@ struct SuperW {
   __m512 d;             // the 16 weight scales, lane order
 };
 
-// 16 bytes from each of p, p + stride, p + 2 stride, p + 3 stride.
-QK_INLINE __m128i load16(const uint8_t *p) {
-  return _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+// Word-permute tables for vpermt2w (index i < 32 picks word i of the first
+// source, 32 + i word i of the second). Every field of a block starts at an
+// even byte, so whole words suffice. For a group of 4 blocks (j = block in
+// the group, t = word):
+// - Q4_0 (72 bytes): the 64 quant bytes from a = bytes [0, 64) and
+//   b = [8, 72); the scales from a of groups (0, 1) and of (2, 3), put at
+//   lane 4j + g.
+// - Q8_0 (136 bytes): the scales from a = [0, 64) and b = [64, 128). (Its
+//   quants move as 32-byte halves: two inserts and a 128-bit shuffle beat
+//   word permutes on Zen 4.)
+struct Tables {
+  alignas(64) int16_t q4_qs[32], q4_scale[32], q8_scale[32];
+};
+
+constexpr int16_t word_in(int byte, int b_start) {
+  return int16_t(byte < b_start ? byte / 2 : 32 + (byte - b_start) / 2);
 }
 
-QK_INLINE __m512i load_4x16(const uint8_t *p, int stride) {
-  __m512i v = _mm512_castsi128_si512(load16(p));
-  v = _mm512_inserti32x4(v, load16(p + stride), 1);
-  v = _mm512_inserti32x4(v, load16(p + 2 * stride), 2);
-  return _mm512_inserti32x4(v, load16(p + 3 * stride), 3);
+constexpr Tables make_tables() {
+  Tables t{};
+  for (int j = 0; j < 4; ++j)
+    for (int w = 0; w < 8; ++w)
+      t.q4_qs[8 * j + w] = word_in(18 * j + 2 + 2 * w, j < 3 ? 64 : 8);
+  for (int p = 0; p < 32; ++p) {
+    const int g = p % 4, j = (p / 4) % 4;
+    t.q4_scale[p] = int16_t((g % 2) * 32 + 9 * j);
+    t.q8_scale[p] = word_in(34 * j, 64);
+  }
+  return t;
 }
+
+constexpr Tables kTables = make_tables();
+
+QK_INLINE __m512i table(const int16_t *v) { return _mm512_load_si512(v); }
+
+QK_INLINE __m512i load64(const uint8_t *p) { return _mm512_loadu_si512(p); }
 
 QK_INLINE __m512i load_2x32(const uint8_t *p, int stride) {
   const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
@@ -50,28 +78,38 @@ QK_INLINE __m512i load_2x32(const uint8_t *p, int stride) {
   return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
 }
 
-template <QuantFormat F> QK_INLINE void load_super(const uint8_t *w, SuperW &sw) {
-  constexpr int BB = block_bytes(F);
+// Unpacks 16 weight blocks (4 groups of 4) for vpdpbusd.
+template <QuantFormat F>
+QK_INLINE void load_super(const uint8_t *w, SuperW &sw) {
+  constexpr int BB = block_bytes(F), GB = 4 * BB;
   const __m512i nib = _mm512_set1_epi8(0x0f), bias = _mm512_set1_epi8(-128);
+  const Tables &t = kTables;
+  __m512i scale = _mm512_setzero_si512(), a[4];
 #pragma GCC unroll 4
   for (int g = 0; g < 4; ++g) {
-    const uint8_t *q = w + 4 * g * BB + 2;
+    const uint8_t *p = w + g * GB;
+    a[g] = load64(p);
     if constexpr (F == QuantFormat::Q4_0) {
-      const __m512i v = load_4x16(q, BB);
+      const __m512i v =
+          _mm512_permutex2var_epi16(a[g], table(t.q4_qs), load64(p + 8));
       sw.lo[g] = _mm512_and_si512(v, nib);
       sw.hi[g] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
-    } else { // [b0 | b1] and [b2 | b3] -> halves of 4 blocks
-      const __m512i p = load_2x32(q, BB), r = load_2x32(q + 2 * BB, BB);
-      sw.lo[g] = _mm512_xor_si512(_mm512_shuffle_i64x2(p, r, 0x88), bias);
-      sw.hi[g] = _mm512_xor_si512(_mm512_shuffle_i64x2(p, r, 0xdd), bias);
+    } else { // [b0 | b1], [b2 | b3] -> elements 0..15, 16..31 of each
+      const __m512i x = load_2x32(p + 2, BB), y = load_2x32(p + 2 + 2 * BB, BB);
+      sw.lo[g] = _mm512_xor_si512(_mm512_shuffle_i64x2(x, y, 0x88), bias);
+      sw.hi[g] = _mm512_xor_si512(_mm512_shuffle_i64x2(x, y, 0xdd), bias);
+      const __m512i s = _mm512_maskz_permutex2var_epi16(
+          0x11111111u << g, a[g], table(t.q8_scale), load64(p + 64));
+      scale = _mm512_or_si512(scale, s);
     }
   }
-  // Lane p holds block lane_of(p); 4 bytes gathered from each block start.
-  const __m512i offs = _mm512_mullo_epi32(
-      _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15),
-      _mm512_set1_epi32(BB));
-  const __m512i words = _mm512_i32gather_epi32(offs, w, 1);
-  sw.d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words));
+  if constexpr (F == QuantFormat::Q4_0) { // lanes of groups 0, 1 | 2, 3
+    const __m512i idx = table(t.q4_scale);
+    scale = _mm512_mask_blend_epi16(0xccccccccu,
+                                    _mm512_permutex2var_epi16(a[0], idx, a[1]),
+                                    _mm512_permutex2var_epi16(a[2], idx, a[3]));
+  }
+  sw.d = _mm512_cvtph_ps(_mm512_castsi512_si256(scale));
 }
 
 // a[g] holds, per 128-bit lane j, 4 partial sums of block 4g + j; returns
@@ -181,6 +219,52 @@ void row(const uint8_t *w, int nb, const QuantX &xq, int m0, int mr,
 }
 
 } // namespace
+
+namespace {
+
+// One block of x to int8: elements 0..15 to lo, 16..31 to hi.
+HEARTH_TARGET_AVX512 inline void quant_x_block(const float *x, int8_t *lo,
+                                               int8_t *hi, float *d,
+                                               int32_t *s) {
+  const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+  const __m512 a0 = _mm512_abs_ps(v0), a1 = _mm512_abs_ps(v1);
+  const __m512 big = _mm512_set1_ps(FLT_MAX);
+  const bool finite = (_mm512_cmp_ps_mask(a0, big, _CMP_LE_OQ) &
+                       _mm512_cmp_ps_mask(a1, big, _CMP_LE_OQ)) == 0xffff;
+  const float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+  const float dd = amax >= kTinyAmax ? amax / 127.0f : 0.0f;
+  const __m512 id = _mm512_set1_ps(dd != 0.0f ? 1.0f / dd : 0.0f);
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i i0 = finite ? _mm512_cvtps_epi32(_mm512_mul_ps(v0, id)) : zero;
+  const __m512i i1 = finite ? _mm512_cvtps_epi32(_mm512_mul_ps(v1, id)) : zero;
+  _mm_storeu_si128(reinterpret_cast<__m128i *>(lo), _mm512_cvtsepi32_epi8(i0));
+  _mm_storeu_si128(reinterpret_cast<__m128i *>(hi), _mm512_cvtsepi32_epi8(i1));
+  *d = finite ? dd : NAN;
+  *s = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+}
+
+} // namespace
+
+// quant_x_row_body (quant_blocks.cpp) with explicit 512-bit vectors: the same
+// fp32 operations, so the same bytes. cvtps2dq rounds to nearest even like
+// the 1.5 * 2^23 shift there (both follow MXCSR).
+HEARTH_TARGET_AVX512 void quant_x_row_avx512(const float *x, int K, int8_t *q,
+                                             float *d, int32_t *s, int nsb) {
+  const int nb = K / kBlock;
+  for (int b = 0; b < nsb * kSuper; ++b) {
+    const int j = b % kSuper, lane = b - j + lane_of(j);
+    int8_t *qs = q + (b / kSuper) * kSuperBytes;
+    if (b < nb) {
+      quant_x_block(x + b * kBlock, qs + x_offset(j, 0), qs + x_offset(j, 16),
+                    d + lane, s + lane);
+      continue;
+    }
+    std::memset(qs + x_offset(j, 0), 0, 16); // padding: a zero block
+    std::memset(qs + x_offset(j, 16), 0, 16);
+    d[lane] = 0.0f;
+    s[lane] = 0;
+  }
+}
 
 Kernels kernels_avx512_vnni() {
   return {{row<QuantFormat::Q8_0>, row<QuantFormat::Q4_0>}};

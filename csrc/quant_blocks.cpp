@@ -180,17 +180,24 @@ QK_MULTIVERSION_RET(quant_w_bf16, quant_w_bf16_body,
 HEARTH_MULTIVERSION(dequant_row, dequant_row_body,
                     (const uint8_t *data, int K, QuantFormat fmt, float *out),
                     (data, K, fmt, out))
-HEARTH_MULTIVERSION(quant_x_row, quant_x_row_body,
-                    (const float *x, int K, int8_t *q, float *d, int32_t *s,
-                     int nsb),
-                    (x, K, q, d, s, nsb))
+HEARTH_TARGET_AVX2 void quant_x_row_avx2(const float *x, int K, int8_t *q,
+                                         float *d, int32_t *s, int nsb) {
+  quant_x_row_body(x, K, q, d, s, nsb);
+}
+void quant_x_row_scalar(const float *x, int K, int8_t *q, float *d, int32_t *s,
+                        int nsb) {
+  quant_x_row_body(x, K, q, d, s, nsb);
+}
 
 constexpr int64_t kParallelMin = int64_t(1) << 16; // elements: below, 1 thread
 
 } // namespace
 
 void quantize_x_row(const float *x, int K, const QuantX &xq, int m) {
-  HEARTH_PICK(quant_x_row)(x, K, xq.q_row(m), xq.d_row(m), xq.s_row(m), xq.nsb);
+  // The compiler does not vectorize the scalar body well at 512 bits.
+  const auto fn =
+      pick(quant_x_row_avx512, quant_x_row_avx2, quant_x_row_scalar);
+  fn(x, K, xq.q_row(m), xq.d_row(m), xq.s_row(m), xq.nsb);
 }
 
 } // namespace qk

@@ -299,17 +299,15 @@ def linear_quant(
     Results are identical on every SIMD level and for every M (a row of x
     gives the same outputs alone or in a batch). Non-finite x gives NaN in
     its rows."""
-    fmt = _quant_format(fmt)
-    _check(x, "x", F32, (None, None))
-    m, k = x.shape
-    if k % QUANT_BLOCK:
-        raise ValueError(f"x: K = {k} must be a multiple of {QUANT_BLOCK} (the block size)")
-    _check(w, "w", U8, (None, k // QUANT_BLOCK * QUANT_BLOCK_BYTES[fmt]))
-    n = w.shape[0]
-    if bias is not None:
-        _check(bias, "bias", F32, (n,))
-    out = _out(out, (m, n))
-    if np.may_share_memory(out, x) or np.may_share_memory(out, w):
+    # Lean on purpose (a decode step makes one call per weight matrix): the
+    # binding checks dtypes, shapes, contiguity and K % 32, naming the argument.
+    fmt = fmt if fmt.__class__ is str and fmt in QUANT_BLOCK_BYTES else _quant_format(fmt)
+    for a, name in ((x, "x"), (w, "w")):
+        if not isinstance(a, np.ndarray) or a.ndim != 2:
+            _check(a, name, (F32,) if name == "x" else (U8,), (None, None))
+    if out is None:
+        out = np.empty((x.shape[0], w.shape[0]), dtype=F32)
+    elif np.may_share_memory(out, x) or np.may_share_memory(out, w):
         raise ValueError("out must not overlap x or w")
     _C.linear_quant(x, w, fmt, bias, out)
     return out
