@@ -11,6 +11,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 
@@ -69,37 +70,58 @@ constexpr Tables kTables = make_tables();
 
 QK_INLINE __m512i table(const int16_t *v) { return _mm512_load_si512(v); }
 
-QK_INLINE __m512i load64(const uint8_t *p) { return _mm512_loadu_si512(p); }
+// Loads of a super-block. The last one of a row may be partial: then only
+// the first `limit` bytes exist and the rest reads as zero blocks (scale 0,
+// quants 0), which add exactly nothing. Masked loads never touch the bytes
+// they leave out.
+template <bool TAIL> struct Loader {
+  const uint8_t *w;
+  int limit;
 
-QK_INLINE __m512i load_2x32(const uint8_t *p, int stride) {
-  const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
-  const __m256i b =
-      _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p + stride));
-  return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
-}
+  QK_INLINE __m512i z64(int at) const {
+    if constexpr (!TAIL)
+      return _mm512_loadu_si512(w + at);
+    return _mm512_maskz_loadu_epi8(mask(at), w + at);
+  }
+  QK_INLINE __m256i z32(int at) const {
+    if constexpr (!TAIL)
+      return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + at));
+    return _mm256_maskz_loadu_epi8(__mmask32(mask(at)), w + at);
+  }
+  // [32 bytes at `at` | 32 bytes at `at + stride`]
+  QK_INLINE __m512i z2x32(int at, int stride) const {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(z32(at)),
+                              z32(at + stride), 1);
+  }
+  QK_INLINE __mmask64 mask(int at) const {
+    // The bytes that exist from `at` on, clamped (bzhi reads 8 bits only).
+    const int n = std::clamp(limit - at, 0, 64);
+    return _bzhi_u64(~0ull, unsigned(n));
+  }
+};
 
 // Unpacks 16 weight blocks (4 groups of 4) for vpdpbusd.
-template <QuantFormat F>
-QK_INLINE void load_super(const uint8_t *w, SuperW &sw) {
+template <QuantFormat F, bool TAIL>
+QK_INLINE void load_super(const Loader<TAIL> &ld, SuperW &sw) {
   constexpr int BB = block_bytes(F), GB = 4 * BB;
   const __m512i nib = _mm512_set1_epi8(0x0f), bias = _mm512_set1_epi8(-128);
   const Tables &t = kTables;
   __m512i scale = _mm512_setzero_si512(), a[4];
 #pragma GCC unroll 4
   for (int g = 0; g < 4; ++g) {
-    const uint8_t *p = w + g * GB;
-    a[g] = load64(p);
+    const int p = g * GB;
+    a[g] = ld.z64(p);
     if constexpr (F == QuantFormat::Q4_0) {
       const __m512i v =
-          _mm512_permutex2var_epi16(a[g], table(t.q4_qs), load64(p + 8));
+          _mm512_permutex2var_epi16(a[g], table(t.q4_qs), ld.z64(p + 8));
       sw.lo[g] = _mm512_and_si512(v, nib);
       sw.hi[g] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
     } else { // [b0 | b1], [b2 | b3] -> elements 0..15, 16..31 of each
-      const __m512i x = load_2x32(p + 2, BB), y = load_2x32(p + 2 + 2 * BB, BB);
+      const __m512i x = ld.z2x32(p + 2, BB), y = ld.z2x32(p + 2 + 2 * BB, BB);
       sw.lo[g] = _mm512_xor_si512(_mm512_shuffle_i64x2(x, y, 0x88), bias);
       sw.hi[g] = _mm512_xor_si512(_mm512_shuffle_i64x2(x, y, 0xdd), bias);
       const __m512i s = _mm512_maskz_permutex2var_epi16(
-          0x11111111u << g, a[g], table(t.q8_scale), load64(p + 64));
+          0x11111111u << g, a[g], table(t.q8_scale), ld.z64(p + 64));
       scale = _mm512_or_si512(scale, s);
     }
   }
@@ -177,15 +199,11 @@ QK_TARGET void row_tile(const uint8_t *w, int nb, const QuantX &xq, int m0,
     for (int o = 0; o < SB; o += 64)
       _mm_prefetch(reinterpret_cast<const char *>(ws + kAhead + o),
                    _MM_HINT_T0);
-    load_super<F>(ws, sw);
+    load_super<F>(Loader<false>{ws, SB}, sw);
     all_rows<F, MR>(sw, xq, m0, s, acc);
   }
   if (const int rest = (nb - full * kSuper) * block_bytes(F)) {
-    // The last, partial super-block: zero blocks add exactly nothing.
-    alignas(64) uint8_t pad[SB];
-    std::memcpy(pad, w + size_t(full) * SB, rest);
-    std::memset(pad + rest, 0, SB - rest);
-    load_super<F>(pad, sw);
+    load_super<F>(Loader<true>{w + size_t(full) * SB, rest}, sw);
     all_rows<F, MR>(sw, xq, m0, full, acc);
   }
 #pragma GCC unroll 8

@@ -4,6 +4,9 @@ error, bit-identical across SIMD levels and batch sizes, and its argument checks
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+
 import numpy as np
 import pytest
 
@@ -223,3 +226,27 @@ def test_binding_validates_too(rng):
         cpu._C.linear_quant(x, w, "q4_k", None, out)
     with pytest.raises(ValueError, match="dtype"):
         cpu._C.linear_quant(x, w.view(np.int8), "q4_0", None, out)
+
+
+def guarded_bytes(nbytes: int) -> np.ndarray:
+    """A uint8 array whose last byte is followed by a page that faults when read."""
+    page = mmap.PAGESIZE
+    total = -(-nbytes // page) * page + page
+    buf = mmap.mmap(-1, total)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    assert libc.mprotect(addr + total - page, page, 0) == 0  # PROT_NONE
+    return np.frombuffer(buf, np.uint8, count=nbytes, offset=total - page - nbytes)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_reads_stay_inside_w(simd, rng, fmt):
+    """The last row ends right before an unreadable page: no kernel reads past it (a GGUF
+    tensor may end at the end of its memory map)."""
+    m, n, k = 3, 5, 416  # 13 blocks: a partial super-block at the end of every row
+    w = random_quantized(rng, n, k, fmt)
+    guarded = guarded_bytes(w.nbytes).reshape(w.shape)
+    guarded[...] = w
+    x = randn(rng, m, k)
+    np.testing.assert_array_equal(cpu.linear_quant(x, guarded, fmt), cpu.linear_quant(x, w, fmt))
