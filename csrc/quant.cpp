@@ -126,11 +126,20 @@ void linear_quant(const float *x, int64_t M, int64_t K, const uint8_t *w,
   const int nb = int(K / qk::kBlock);
   const qk::QuantX xq = ws.get(M, (nb + qk::kSuper - 1) / qk::kSuper);
   const qk::Kernels &kn = qk::kernels_for(active_level());
-#pragma omp parallel if (M * N * K >= qk::kParallelMin)
-  {
-#pragma omp for schedule(static)
+  const bool par = M * N * K >= qk::kParallelMin;
+  // A few rows of x (decode) are quantized before the threads start: one
+  // barrier less inside the region, for work too small to share.
+  const bool x_first = !par || M < 4;
+  if (x_first)
     for (int64_t m = 0; m < M; ++m)
       qk::quantize_x_row(x + m * K, int(K), xq, int(m));
+#pragma omp parallel if (par)
+  {
+    if (!x_first) {
+#pragma omp for schedule(static)
+      for (int64_t m = 0; m < M; ++m)
+        qk::quantize_x_row(x + m * K, int(K), xq, int(m));
+    }
     size_t lo, hi; // 16 columns: threads never share a line of out
     split_range(size_t(N), omp_get_num_threads(), omp_get_thread_num(), 16,
                 &lo, &hi);
