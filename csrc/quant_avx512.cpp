@@ -40,7 +40,7 @@ struct SuperW {
 // even byte, so whole words suffice. For a group of 4 blocks (j = block in
 // the group, t = word):
 // - Q4_0 (72 bytes): the 64 quant bytes from a = bytes [0, 64) and
-//   b = [8, 72); the scales from a of groups (0, 1) and of (2, 3), put at
+//   b = [8, 72); the scales from a of groups 0 and 1, then of 2 and 3, to
 //   lane 4j + g.
 // - Q8_0 (136 bytes): the scales from a = [0, 64) and b = [64, 128). (Its
 //   quants move as 32-byte halves: two inserts and a 128-bit shuffle beat
@@ -106,7 +106,11 @@ QK_INLINE void load_super(const Loader<TAIL> &ld, SuperW &sw) {
   constexpr int BB = block_bytes(F), GB = 4 * BB;
   const __m512i nib = _mm512_set1_epi8(0x0f), bias = _mm512_set1_epi8(-128);
   const Tables &t = kTables;
-  __m512i scale = _mm512_setzero_si512(), a[4];
+  // The scales are permuted into `scale`, which starts as the index table:
+  // vpermt2w with a mask on its index operand keeps the other lanes, so each
+  // group fills its own lanes and leaves the indices of the rest in place.
+  __m512i scale = table(F == QuantFormat::Q4_0 ? t.q4_scale : t.q8_scale);
+  __m512i a[4];
 #pragma GCC unroll 4
   for (int g = 0; g < 4; ++g) {
     const int p = g * GB;
@@ -120,16 +124,13 @@ QK_INLINE void load_super(const Loader<TAIL> &ld, SuperW &sw) {
       const __m512i x = ld.z2x32(p + 2, BB), y = ld.z2x32(p + 2 + 2 * BB, BB);
       sw.lo[g] = _mm512_xor_si512(_mm512_shuffle_i64x2(x, y, 0x88), bias);
       sw.hi[g] = _mm512_xor_si512(_mm512_shuffle_i64x2(x, y, 0xdd), bias);
-      const __m512i s = _mm512_maskz_permutex2var_epi16(
-          0x11111111u << g, a[g], table(t.q8_scale), ld.z64(p + 64));
-      scale = _mm512_or_si512(scale, s);
+      scale = _mm512_mask2_permutex2var_epi16(a[g], scale, 0x11111111u << g,
+                                              ld.z64(p + 64));
     }
   }
-  if constexpr (F == QuantFormat::Q4_0) { // lanes of groups 0, 1 | 2, 3
-    const __m512i idx = table(t.q4_scale);
-    scale = _mm512_mask_blend_epi16(0xccccccccu,
-                                    _mm512_permutex2var_epi16(a[0], idx, a[1]),
-                                    _mm512_permutex2var_epi16(a[2], idx, a[3]));
+  if constexpr (F == QuantFormat::Q4_0) { // from groups (0, 1), then (2, 3)
+    scale = _mm512_mask2_permutex2var_epi16(a[0], scale, 0x33333333u, a[1]);
+    scale = _mm512_mask2_permutex2var_epi16(a[2], scale, 0xccccccccu, a[3]);
   }
   sw.d = _mm512_cvtph_ps(_mm512_castsi512_si256(scale));
 }
