@@ -12,11 +12,13 @@ from engine.gguf import hparams
 from engine.gguf.container import GGUFFile
 from engine.gguf.metadata import Metadata
 from engine.gguf.names import ROPE_FREQS
+from engine.gguf.quantize import dequantize
 from engine.gguf.tensors import GGUFCheckpoint
 from engine.gguf.tokenizer import build_tokenizer, stop_token_ids
 from engine.tokenizer import Tokenizer
 
 log = logging.getLogger("hearth")
+
 
 @dataclass
 class GGUFModel:
@@ -52,11 +54,12 @@ def load_gguf(path: str | Path) -> GGUFModel:
     file = GGUFFile(path)  # a read-only memory map: tensor data is never copied
     meta = Metadata(file.metadata, str(path))
     arch = hparams.check_architecture(meta)  # before anything else: the clearest error first
-    names = {t.name for t in file.tensors}
-    heads = (int(meta.uniform("attention.head_count") or 0), int(meta.uniform("attention.head_count_kv") or 0))
-    heads = (heads[0], heads[1] or heads[0])
-    checkpoint = GGUFCheckpoint(path, file.tensors, heads if arch == "LlamaForCausalLM" else None)
-    config = hparams.model_config(meta, names, checkpoint.raw(ROPE_FREQS))
+    rope_freqs = next((t for t in file.tensors if t.name == ROPE_FREQS), None)
+    config = hparams.model_config(meta, {t.name for t in file.tensors}, None if rope_freqs is None else
+                                  dequantize(rope_freqs.data, rope_freqs.tensor_type, rope_freqs.shape))
+    # llama.cpp reorders attn_q/attn_k rows only for the llama architecture
+    heads = (config.num_attention_heads, config.num_key_value_heads) if arch == "LlamaForCausalLM" else None
+    checkpoint = GGUFCheckpoint(path, file.tensors, heads)
     tokenizer = build_tokenizer(meta)
     note = checkpoint.conversion_note()
     if note:

@@ -104,20 +104,6 @@ class GGUFCheckpoint:
 
     # ---- extras for the GGUF loader -----------------------------------------------------------
 
-    def raw(self, gguf_name: str) -> np.ndarray | None:
-        """A float32 copy of a tensor with no HF name (e.g. rope_freqs.weight), or None if absent."""
-        plan = self._plans.get(gguf_name)
-        if plan is None:
-            return None
-        if plan.result is None:
-            raise ValueError(f"{self.path}: tensor {gguf_name!r} has type {plan.tensor.tensor_type.name}, "
-                             "which hearth cannot read")
-        return dequantize(plan.tensor.data, plan.tensor.tensor_type, plan.shape)
-
-    @property
-    def gguf_names(self) -> set[str]:
-        return set(self._plans)
-
     def quantization(self) -> str | None:
         """The block format holding most matrix weights (by element count), None when floats do."""
         counts: Counter[str] = Counter()
@@ -137,10 +123,11 @@ class GGUFCheckpoint:
             return None
         parts = []
         for change, tensor_names in groups.items():
-            shown = ", ".join(tensor_names[:3]) + (f", ... ({len(tensor_names)} tensors)" if len(tensor_names) > 3 else "")
-            parts.append(f"{change}: {shown}")
-        return (f"{self.path.name}: converting tensors hearth does not run natively at load "
-                f"(slower load, same model): {'; '.join(parts)}")
+            more = f", ... ({len(tensor_names)} tensors)" if len(tensor_names) > 3 else ""
+            parts.append(f"{change}: {', '.join(tensor_names[:3])}{more}")
+        # re-quantizing adds a little rounding error on top of the file's own; the log says so
+        return (f"{self.path.name}: converting tensor types hearth does not run natively, at load "
+                f"(slower load; re-quantized values): {'; '.join(parts)}")
 
     # ---- internals ----------------------------------------------------------------------------
 

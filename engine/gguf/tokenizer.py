@@ -6,7 +6,8 @@ Two models, as llama.cpp names them:
   stored, and ``tokenizer.ggml.pre`` names the regex that splits text before BPE runs.
 * ``llama``: SentencePiece-style BPE (Llama 2, Mistral). Tokens carry scores; a piece with a
   higher score merges first, ``<0xXX>`` pieces spell bytes that have no piece of their own, and
-  spaces become "▁" with one prepended to the text.
+  spaces become "▁" with one prepended to the text and after each special token (as llama.cpp
+  and sentencepiece itself do).
 
 Token types say which tokens are control tokens (special: matched whole, dropped when decoding
 with skip_special_tokens) and which are user-defined (matched whole, kept).
@@ -157,8 +158,12 @@ def _sentencepiece(meta: Metadata, vocab: _Vocab, unk: str | None) -> BackendTok
         raise ValueError(f"{meta.source}: inconsistent SentencePiece vocabulary: {e}") from None
     backend = BackendTokenizer(model)
     add_prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
-    backend.pre_tokenizer = pre_tokenizers.Metaspace(
-        replacement="▁", prepend_scheme="first" if add_prefix else "never", split=False)
+    # SentencePiece (and llama.cpp) put "▁" before the text unconditionally, and again after every
+    # special or user-defined token, so a normalizer does it: it runs on each stretch of text
+    # between added tokens. (Metaspace(prepend_scheme="first") would skip both when the text
+    # already starts with a space, and after special tokens.)
+    steps_in = [normalizers.Prepend("▁")] if add_prefix else []
+    backend.normalizer = normalizers.Sequence([*steps_in, normalizers.Replace(" ", "▁")])
     steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
     if add_prefix:
         steps.append(decoders.Strip(" ", 1, 0))  # the prepended space is not part of the text

@@ -9,6 +9,7 @@ model, whose scores rank the pieces the way the merges do.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from engine.gguf.tokenizer import (
     UNUSED,
     USER_DEFINED,
 )
+
+log = logging.getLogger("hearth")
 
 # split regex -> the tokenizer.ggml.pre name llama.cpp gives the tokenizers that use it
 _PRE_BY_REGEX = {PRE_TOKENIZERS[name].regex: name for name in ("llama-bpe", "qwen2", "tekken")}
@@ -137,6 +140,22 @@ def _piece_scores(tokens: list[str], types: list[int], merges: list[tuple[str, s
     return scores
 
 
+def _space_prefix(spec: dict, source: Path) -> bool:
+    """Whether a SentencePiece-style tokenizer puts "▁" before the text (GGUF's add_space_prefix)."""
+    metaspace = next((p for p in _pre_tokenizer_parts(spec.get("pre_tokenizer")) if p.get("type") == "Metaspace"),
+                     None)
+    if metaspace is None:  # Llama 2's form: a Prepend("▁") normalizer
+        norm = spec.get("normalizer") or {}
+        steps = norm.get("normalizers", [norm]) if norm.get("type") == "Sequence" else [norm]
+        return any(step.get("type") == "Prepend" for step in steps)
+    scheme = metaspace.get("prepend_scheme", "always" if metaspace.get("add_prefix_space", True) else "never")
+    if scheme == "first":
+        log.warning("%s: Metaspace(prepend_scheme='first') has no GGUF equivalent; llama.cpp (and hearth reading "
+                    "the GGUF) also put '▁' before text that starts with a space and after special tokens",
+                    source)
+    return scheme != "never"
+
+
 def _special_ids(model_dir: Path, backend: BackendTokenizer, config: dict[str, Any],
                  vocab_size: int) -> dict[str, int]:
     """Ids of bos/eos/...: the token named in tokenizer_config.json, else config.json's id."""
@@ -221,10 +240,9 @@ def read_hf_vocab(model_dir: Path, config: dict[str, Any], vocab_size: int) -> G
         unk = model.get("unk_token")
         tokens, types = _token_table(backend, vocab_size, bool(model.get("byte_fallback")),
                                      backend.token_to_id(unk) if unk else None, path)
-        metaspace = next((p for p in _pre_tokenizer_parts(spec.get("pre_tokenizer")) if p.get("type") == "Metaspace"), {})
         # the merges ride along (llama.cpp ignores them for this model) so readers need not rebuild them
         return GGUFVocab("llama", tokens, types, [f"{a} {b}" for a, b in merges],
                          scores=_piece_scores(tokens, types, merges),
-                         add_space_prefix=metaspace.get("prepend_scheme", "always") != "never", **common)
+                         add_space_prefix=_space_prefix(spec, path), **common)
     raise ValueError(f"{path}: the tokenizer is neither byte-level BPE nor SentencePiece-style (Metaspace / "
                      "byte fallback); it cannot be written to GGUF")

@@ -60,6 +60,12 @@ def _shape_tokenizer(out_dir: Path, name: str) -> None:
         spec["model"]["ignore_merges"] = True  # as Llama 3's tokenizer.json has it
     if name.startswith("qwen"):
         spec["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = QWEN2_SPLIT
+    if name == "llama_spm":
+        # Llama 2's own tokenizer.json: the "▁" prefix comes from a normalizer, so it is added even
+        # before a leading space and after special tokens -- what sentencepiece and llama.cpp do
+        spec["normalizer"] = {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}
+        spec["pre_tokenizer"] = None
     path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
 
 
