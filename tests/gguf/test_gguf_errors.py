@@ -136,3 +136,18 @@ def test_converter_rejects_bad_input(zoo, tmp_path):
     with pytest.raises(ValueError, match="no \\*.safetensors"):
         convert_to_gguf(broken, tmp_path / "x.gguf")
     assert not list(tmp_path.glob("*.gguf*")), "a failed conversion leaves no file behind"
+
+
+def test_converter_rejects_tokenizers_llamacpp_cannot_reproduce(zoo, tmp_path):
+    _, hf_dir = zoo.hf("llama")
+    odd = tmp_path / "odd"
+    shutil.copytree(hf_dir, odd)
+    spec = json.loads((odd / "tokenizer.json").read_text(encoding="utf-8"))
+    spec["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\w+|\s+"
+    (odd / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    with pytest.raises(ValueError, match="split regex .* is not one llama.cpp knows"):
+        convert_to_gguf(odd, tmp_path / "x.gguf")
+    spec["model"] = {"type": "Unigram", "vocab": [["a", 0.0]], "unk_id": 0}
+    (odd / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    with pytest.raises(ValueError, match="a Unigram tokenizer cannot be converted"):
+        convert_to_gguf(odd, tmp_path / "x.gguf")
