@@ -44,12 +44,17 @@ _TEKKEN_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{L
                  r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
+_GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+# llama.cpp's "default" (a file that names no pre-tokenizer): these splits applied one after another
+_DEFAULT_SPLITS = (r"[\p{P}\$\+<=>\^~\|]+", r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
+                   r"\p{N}+", r"[0-9][0-9][0-9]")
+
+
 class PreTokenizer:
     """How one ``tokenizer.ggml.pre`` value splits text, with llama.cpp's flags for it."""
 
-    def __init__(self, regex: str | None, ignore_merges: bool = False, add_bos: bool = False,
-                 nfc: bool = False) -> None:
-        self.regex = regex  # None: GPT-2's own split
+    def __init__(self, *regexes: str, ignore_merges: bool = False, add_bos: bool = False, nfc: bool = False) -> None:
+        self.regexes = regexes  # applied in turn, each splitting the pieces the previous one left
         self.ignore_merges = ignore_merges  # a split piece found whole in the vocabulary is one token
         self.add_bos = add_bos  # llama.cpp's default when the file has no add_bos_token key
         self.nfc = nfc  # the HF tokenizer of this family normalizes to NFC first
@@ -57,13 +62,15 @@ class PreTokenizer:
 
 _LLAMA3 = PreTokenizer(_LLAMA3_SPLIT, ignore_merges=True, add_bos=True)
 _QWEN2 = PreTokenizer(_QWEN2_SPLIT, nfc=True)
-_GPT2 = PreTokenizer(None)
+_GPT2 = PreTokenizer(_GPT2_SPLIT)
+# the names llama.cpp accepts for these splits (llama-vocab.cpp)
 PRE_TOKENIZERS = {
     "llama-bpe": _LLAMA3, "llama3": _LLAMA3, "llama-v3": _LLAMA3,
     "smaug-bpe": PreTokenizer(_LLAMA3_SPLIT),
     "qwen2": _QWEN2, "deepseek-r1-qwen": _QWEN2,
     "tekken": PreTokenizer(_TEKKEN_SPLIT, ignore_merges=True, add_bos=True),
-    "gpt2": _GPT2, "default": _GPT2,
+    "gpt-2": _GPT2, "phi-2": _GPT2,
+    "default": PreTokenizer(*_DEFAULT_SPLITS),
 }
 
 # control tokens that end a turn in common chat formats; llama.cpp stops on these too
@@ -116,12 +123,9 @@ def _byte_level(meta: Metadata, vocab: _Vocab) -> BackendTokenizer:
         raise ValueError(f"{meta.source}: inconsistent byte-level vocabulary: {e}") from None
     if pre.nfc:
         backend.normalizer = normalizers.NFC()
-    if pre.regex is None:
-        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    else:
-        backend.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(pre.regex), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    splits = [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in pre.regexes]
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     backend.decoder = decoders.ByteLevel()
     return backend
 

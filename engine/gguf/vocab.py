@@ -29,7 +29,7 @@ from engine.gguf.tokenizer import (
 log = logging.getLogger("hearth")
 
 # split regex -> the tokenizer.ggml.pre name llama.cpp gives the tokenizers that use it
-_PRE_BY_REGEX = {PRE_TOKENIZERS[name].regex: name for name in ("llama-bpe", "qwen2", "tekken")}
+_PRE_BY_REGEX = {PRE_TOKENIZERS[name].regexes[0]: name for name in ("llama-bpe", "qwen2", "tekken", "gpt-2")}
 # the special-token kinds SpecialVocab looks up, and the GGUF key each id goes to
 SPECIAL_KINDS = {"bos": "bos_token_id", "eos": "eos_token_id", "unk": "unknown_token_id",
                  "sep": "seperator_token_id", "pad": "padding_token_id", "mask": "mask_token_id"}
@@ -78,7 +78,7 @@ def _byte_level_pre(spec: dict, source: Path) -> str:
         return name
     if any(p.get("type") == "ByteLevel" and p.get("use_regex", True) and not p.get("add_prefix_space")
            for p in parts):
-        return "gpt2"
+        return "gpt-2"  # llama.cpp's name for GPT-2's own split
     raise ValueError(f"{source}: unsupported byte-level pre-tokenizer {parts}")
 
 

@@ -40,3 +40,26 @@ def test_llamacpp_logits_match_transformers(zoo, name, out_type):
     # llama.cpp rounds some intermediates to f16 even for f32 weights
     assert np.abs(got - want).max() < 0.03 * np.abs(want).max(), name
     assert (got.argmax(-1) == want.argmax(-1)).mean() > 0.75  # near-ties may flip
+
+
+def test_llamacpp_runs_the_bundled_model(tmp_path):
+    # a GPT-2-split vocabulary ("gpt-2") and a trained model, not random weights
+    import transformers
+
+    from engine.builder import DEFAULT_MODEL_DIR
+    from engine.gguf import convert_to_gguf
+
+    path = convert_to_gguf(DEFAULT_MODEL_DIR, tmp_path / "default.gguf", "f32", progress=False)
+    ref = Tokenizer.from_pretrained(DEFAULT_MODEL_DIR)
+    llm = _llama(path, logits_all=True)
+    texts = [*TEXTS, "import os\n\tx = {'a': [1, 2]}  # 3.14", "a+b=c; x->y | z ~ w^2 $5"]
+    for text in texts:
+        assert llm.tokenize(text.encode(), add_bos=True, special=True) == ref.encode(text), text
+    ids = ref.encode("def fibonacci(n):\n    if n < 2:\n        return n\n")
+    model = transformers.AutoModelForCausalLM.from_pretrained(DEFAULT_MODEL_DIR, dtype=torch.float32)
+    with torch.no_grad():
+        want = model(torch.tensor([ids])).logits[0].numpy()
+    llm.eval(ids)
+    got = np.asarray(llm.scores[: len(ids)])
+    assert np.abs(got - want).max() < 0.02 * np.abs(want).max()
+    assert (got.argmax(-1) == want.argmax(-1)).all()
