@@ -220,12 +220,7 @@ def test_parser_agrees_with_the_gguf_packages_reader(handwritten, zoo):
 def test_llm_runs_the_file_with_converted_kquants(handwritten):
     from engine import LLM, SamplingParams
 
-    try:
-        llm = LLM(str(handwritten[0]), max_model_len=64, num_kv_blocks=16)
-    except ValueError as e:
-        if "not supported yet" in str(e):
-            pytest.skip("this build's engine does not open GGUF files yet")
-        raise
+    llm = LLM(str(handwritten[0]), max_model_len=64, num_kv_blocks=16)
     assert llm.config.quantization == "q8_0"
     out = llm.generate(["Hello world"], SamplingParams(temperature=0, max_tokens=6, ignore_eos=True))[0]
     assert len(out.outputs[0].token_ids) == 6
