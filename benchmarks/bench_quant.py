@@ -95,21 +95,23 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=31)
     ap.add_argument("--prefill-m", type=int, default=512, help="rows of x for the GEMM figures")
     ap.add_argument("--no-record", action="store_true", help="print only, do not append to results/")
+    ap.add_argument("--only", choices=["matvec", "prefill", "quantize"], nargs="*",
+                    default=["matvec", "prefill", "quantize"], help="which figures to measure")
     args = ap.parse_args()
     save = not args.no_record
     ceiling = read_bandwidth(1 << 30, repeats=args.repeats)
     print(f"read ceiling: {ceiling / 1e9:.1f} GB/s  ({cpu.num_threads()} threads, {cpu.simd_level()})")
-    for n, k in MATVEC_SHAPES:
+    for n, k in MATVEC_SHAPES if "matvec" in args.only else []:
         for dtype in DTYPES:
             r = emit("quant_matvec", bench_matvec(n, k, dtype, args.repeats, ceiling), save)
             print(f"matvec {dtype:5} N={n:<5} K={k:<5} {r['median_s'] * 1e3:7.3f} ms {r['gbps']:6.1f} GB/s "
                   f"= {r['pct_of_ceiling'] / 100:.2f} of ceiling   paired: {r['paired_pct'] / 100:.2f}")
-    for n, k in PREFILL_SHAPES:
+    for n, k in PREFILL_SHAPES if "prefill" in args.only else []:
         for dtype in DTYPES:
             r = emit("quant_prefill", bench_prefill(n, k, dtype, args.prefill_m, args.repeats), save)
             print(f"prefill {dtype:5} M={args.prefill_m} N={n:<5} K={k:<5} {r['median_s'] * 1e3:8.2f} ms "
                   f"{r['tflops'] * 1e3:6.1f} GOP/s")
-    for fmt in ("q8_0", "q4_0"):
+    for fmt in ("q8_0", "q4_0") if "quantize" in args.only else []:
         r = emit("quantize", bench_quantize(fmt, args.repeats), save)
         print(f"quantize f32->{fmt} 4096x4096 {r['median_s'] * 1e3:7.2f} ms {r['Melem/s']:7.0f} Melem/s")
 

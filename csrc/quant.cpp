@@ -57,6 +57,15 @@ void row_scalar(const uint8_t *w, int nb, const QuantX &xq, int m0, int mr,
   }
 }
 
+template <QuantFormat F>
+void tile_scalar(const uint8_t *w, size_t rb, int rows, int nb,
+                 const uint8_t *, const QuantX &xq, int m0, int mr, float *out,
+                 size_t ldo, const float *bias) {
+  for (int n = 0; n < rows; ++n)
+    row_scalar<F>(w + n * rb, nb, xq, m0, mr, out + n, ldo,
+                  bias ? bias + n : nullptr);
+}
+
 const Kernels &kernels_for(Level lvl) {
   // AVX-512 without VNNI (e.g. Skylake-X) runs the AVX2 kernels: pmaddubsw
   // there is no faster at 512 bits than at 256.
@@ -97,23 +106,21 @@ void sweep(const Kernels &kn, QuantFormat fmt, const QuantX &xq, int64_t M,
            int nb, const uint8_t *w, int64_t N, int64_t lo, int64_t hi,
            const float *bias, float *out) {
   const size_t rb = size_t(nb) * block_bytes(fmt);
-  const RowFn row = kn.row[int(fmt)];
+  const TileFn fn = kn.tile[int(fmt)];
   const int64_t tile = std::max<int64_t>(1, int64_t(kTileBytes / (rb + 1)));
   for (int64_t n0 = lo; n0 < hi; n0 += tile) {
-    const int64_t n1 = std::min(hi, n0 + tile);
-    for (int64_t m0 = 0; m0 < M; m0 += kMaxRows) {
-      const int mr = int(std::min<int64_t>(kMaxRows, M - m0));
-      for (int64_t n = n0; n < n1; ++n)
-        row(w + n * rb, nb, xq, int(m0), mr, out + m0 * N + n, size_t(N),
-            bias ? bias + n : nullptr);
-    }
+    const int rows = int(std::min(hi - n0, tile));
+    for (int64_t m0 = 0; m0 < M; m0 += kMaxRows)
+      fn(w + n0 * rb, rb, rows, nb, w + N * rb, xq, int(m0),
+         int(std::min<int64_t>(kMaxRows, M - m0)), out + m0 * N + n0,
+         size_t(N), bias ? bias + n0 : nullptr);
   }
 }
 
 } // namespace
 
 Kernels kernels_scalar() {
-  return {{row_scalar<QuantFormat::Q8_0>, row_scalar<QuantFormat::Q4_0>}};
+  return {{tile_scalar<QuantFormat::Q8_0>, tile_scalar<QuantFormat::Q4_0>}};
 }
 
 } // namespace qk

@@ -127,14 +127,17 @@ HEARTH_INLINE int x_offset(int b, int i) {
   return (b / 4) * kGroupBytes + (i / 16) * 64 + (b % 4) * 16 + i % 16;
 }
 
-// Computes out[m * ldo] (m < mr <= kMaxRows) for one weight row: x rows
-// m0 .. m0+mr-1 of xq against the `nb` blocks at w; adds *bias if non-null.
-using RowFn = void (*)(const uint8_t *w, int nb, const QuantX &xq, int m0,
-                       int mr, float *out, size_t ldo, const float *bias);
+// Computes out[m * ldo + n] for x rows m0 .. m0 + mr - 1 (mr <= kMaxRows)
+// of xq and the `rows` weight rows n at w + n * rb, each of `nb` blocks;
+// adds bias[n] when bias is non-null. w_end: the end of the whole of w (no
+// byte at or past it may be read).
+using TileFn = void (*)(const uint8_t *w, size_t rb, int rows, int nb,
+                        const uint8_t *w_end, const QuantX &xq, int m0, int mr,
+                        float *out, size_t ldo, const float *bias);
 constexpr int kMaxRows = 8;
 
 struct Kernels {
-  RowFn row[2]; // indexed by QuantFormat
+  TileFn tile[2]; // indexed by QuantFormat
 };
 
 Kernels kernels_avx512_vnni();

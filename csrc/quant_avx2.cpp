@@ -148,10 +148,19 @@ QK_TARGET void row(const uint8_t *w, int nb, const QuantX &xq, int m0, int mr,
   }
 }
 
+template <QuantFormat F>
+void tile(const uint8_t *w, size_t rb, int rows, int nb, const uint8_t *,
+          const QuantX &xq, int m0, int mr, float *out, size_t ldo,
+          const float *bias) {
+  for (int n = 0; n < rows; ++n)
+    row<F>(w + n * rb, nb, xq, m0, mr, out + n, ldo,
+           bias ? bias + n : nullptr);
+}
+
 } // namespace
 
 Kernels kernels_avx2() {
-  return {{row<QuantFormat::Q8_0>, row<QuantFormat::Q4_0>}};
+  return {{tile<QuantFormat::Q8_0>, tile<QuantFormat::Q4_0>}};
 }
 
 } // namespace hearth::qk
