@@ -297,13 +297,15 @@ QK_TARGET void rows_tile(const uint8_t *w, size_t rb, int nb, const Plan &plan,
     }
 }
 
-// Tiles of NR rows (more streams where registers allow: NR * MR
-// accumulators), then the remaining rows one by one.
+// Tiles of NR rows, then the remaining rows one by one. At up to 4 rows of
+// x the work is bound by memory and NR = 4 streams help; beyond, the 4 * MR
+// accumulators would not fit in registers (and measured, NR = 2 was slower
+// than 1 there).
 template <QuantFormat F, int MR>
 QK_TARGET void tile_mr(const uint8_t *w, size_t rb, int rows, int nb,
                        const uint8_t *w_end, const QuantX &xq, int m0,
                        float *out, size_t ldo, const float *bias) {
-  constexpr int NR = MR <= 4 ? 4 : 2;
+  constexpr int NR = MR <= 4 ? 4 : 1;
   const Plan plan = make_plan<F>(nb % kSuper, w_end, NR * rb);
   int n = 0;
   for (; n + NR <= rows; n += NR)
