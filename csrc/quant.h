@@ -146,8 +146,12 @@ Kernels kernels_scalar();
 
 // Quantizes x[K] (K % 32 == 0) into row m of xq (see QuantX).
 void quantize_x_row(const float *x, int K, const QuantX &xq, int m);
-// Its AVX-512 version (quant_avx512.cpp); nsb super-blocks, padded.
+// Its AVX-512 version (quant_blocks_avx512.cpp); nsb super-blocks, padded.
 void quant_x_row_avx512(const float *x, int K, int8_t *q, float *d, int32_t *s,
                         int nsb);
+// One weight row to blocks with AVX-512 (see quant_blocks.cpp); false if it
+// holds a non-finite value.
+bool quant_w_row_avx512(const void *w, bool bf16, int K, QuantFormat fmt,
+                        uint8_t *out);
 
 } // namespace hearth::qk

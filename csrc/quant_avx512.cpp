@@ -12,8 +12,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cfloat>
-#include <cmath>
 
 #include "quant.h"
 
@@ -329,52 +327,6 @@ void tile(const uint8_t *w, size_t rb, int rows, int nb, const uint8_t *w_end,
 }
 
 } // namespace
-
-namespace {
-
-// One block of x to int8: elements 0..15 to lo, 16..31 to hi.
-HEARTH_TARGET_AVX512 inline void quant_x_block(const float *x, int8_t *lo,
-                                               int8_t *hi, float *d,
-                                               int32_t *s) {
-  const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
-  const __m512 a0 = _mm512_abs_ps(v0), a1 = _mm512_abs_ps(v1);
-  const __m512 big = _mm512_set1_ps(FLT_MAX);
-  const bool finite = (_mm512_cmp_ps_mask(a0, big, _CMP_LE_OQ) &
-                       _mm512_cmp_ps_mask(a1, big, _CMP_LE_OQ)) == 0xffff;
-  const float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
-  const float dd = amax >= kTinyAmax ? amax / 127.0f : 0.0f;
-  const __m512 id = _mm512_set1_ps(dd != 0.0f ? 1.0f / dd : 0.0f);
-  const __m512i zero = _mm512_setzero_si512();
-  const __m512i i0 = finite ? _mm512_cvtps_epi32(_mm512_mul_ps(v0, id)) : zero;
-  const __m512i i1 = finite ? _mm512_cvtps_epi32(_mm512_mul_ps(v1, id)) : zero;
-  _mm_storeu_si128(reinterpret_cast<__m128i *>(lo), _mm512_cvtsepi32_epi8(i0));
-  _mm_storeu_si128(reinterpret_cast<__m128i *>(hi), _mm512_cvtsepi32_epi8(i1));
-  *d = finite ? dd : NAN;
-  *s = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
-}
-
-} // namespace
-
-// quant_x_row_body (quant_blocks.cpp) with explicit 512-bit vectors: the same
-// fp32 operations, so the same bytes. cvtps2dq rounds to nearest even like
-// the 1.5 * 2^23 shift there (both follow MXCSR).
-HEARTH_TARGET_AVX512 void quant_x_row_avx512(const float *x, int K, int8_t *q,
-                                             float *d, int32_t *s, int nsb) {
-  const int nb = K / kBlock;
-  for (int b = 0; b < nsb * kSuper; ++b) {
-    const int j = b % kSuper, lane = b - j + lane_of(j);
-    int8_t *qs = q + (b / kSuper) * kSuperBytes;
-    if (b < nb) {
-      quant_x_block(x + b * kBlock, qs + x_offset(j, 0), qs + x_offset(j, 16),
-                    d + lane, s + lane);
-      continue;
-    }
-    std::memset(qs + x_offset(j, 0), 0, 16); // padding: a zero block
-    std::memset(qs + x_offset(j, 16), 0, 16);
-    d[lane] = 0.0f;
-    s[lane] = 0;
-  }
-}
 
 Kernels kernels_avx512_vnni() {
   return {{tile<QuantFormat::Q8_0>, tile<QuantFormat::Q4_0>}};

@@ -157,26 +157,21 @@ HEARTH_INLINE void quant_x_row_body(const float *x, int K, int8_t *q, float *d,
   }
 }
 
-HEARTH_INLINE bool quant_w_f32_body(const float *w, int K, QuantFormat fmt,
-                                    uint8_t *out) {
-  return quant_w_row_body(w, K, fmt, out);
-}
-HEARTH_INLINE bool quant_w_bf16_body(const uint16_t *w, int K, QuantFormat fmt,
-                                     uint8_t *out) {
-  return quant_w_row_body(w, K, fmt, out);
+HEARTH_INLINE bool quant_w_body(const void *w, bool bf16, int K,
+                                QuantFormat fmt, uint8_t *out) {
+  return bf16 ? quant_w_row_body(static_cast<const uint16_t *>(w), K, fmt, out)
+              : quant_w_row_body(static_cast<const float *>(w), K, fmt, out);
 }
 
-#define QK_MULTIVERSION_RET(name, body, params, args)                          \
-  HEARTH_TARGET_AVX512 bool name##_avx512 params { return body args; }         \
-  HEARTH_TARGET_AVX2 bool name##_avx2 params { return body args; }             \
-  bool name##_scalar params { return body args; }
-
-QK_MULTIVERSION_RET(quant_w_f32, quant_w_f32_body,
-                    (const float *w, int K, QuantFormat fmt, uint8_t *out),
-                    (w, K, fmt, out))
-QK_MULTIVERSION_RET(quant_w_bf16, quant_w_bf16_body,
-                    (const uint16_t *w, int K, QuantFormat fmt, uint8_t *out),
-                    (w, K, fmt, out))
+// (AVX-512 has explicit versions: quant_blocks_avx512.cpp.)
+HEARTH_TARGET_AVX2 bool quant_w_row_avx2(const void *w, bool bf16, int K,
+                                         QuantFormat fmt, uint8_t *out) {
+  return quant_w_body(w, bf16, K, fmt, out);
+}
+bool quant_w_row_scalar(const void *w, bool bf16, int K, QuantFormat fmt,
+                        uint8_t *out) {
+  return quant_w_body(w, bf16, K, fmt, out);
+}
 HEARTH_MULTIVERSION(dequant_row, dequant_row_body,
                     (const uint8_t *data, int K, QuantFormat fmt, float *out),
                     (data, K, fmt, out))
@@ -204,17 +199,16 @@ void quantize_x_row(const float *x, int K, const QuantX &xq, int m) {
 
 bool quantize_blocks(const void *w, bool w_bf16, int64_t N, int64_t K,
                      QuantFormat fmt, uint8_t *out) {
-  const auto f32 = HEARTH_PICK(qk::quant_w_f32);
-  const auto bf16 = HEARTH_PICK(qk::quant_w_bf16);
+  const auto fn = pick(qk::quant_w_row_avx512, qk::quant_w_row_avx2,
+                       qk::quant_w_row_scalar);
   const int64_t rb = K / qk::kBlock * qk::block_bytes(fmt);
+  const size_t in_row = size_t(K) * (w_bf16 ? 2 : 4); // bytes
   bool ok = true;
 #pragma omp parallel for schedule(static) reduction(&& : ok)                   \
     if (N * K >= qk::kParallelMin)
   for (int64_t n = 0; n < N; ++n)
-    ok = (w_bf16 ? bf16(static_cast<const uint16_t *>(w) + n * K, int(K), fmt,
-                        out + n * rb)
-                 : f32(static_cast<const float *>(w) + n * K, int(K), fmt,
-                       out + n * rb)) &&
+    ok = fn(static_cast<const char *>(w) + n * in_row, w_bf16, int(K), fmt,
+            out + n * rb) &&
          ok;
   return ok;
 }
