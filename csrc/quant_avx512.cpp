@@ -89,7 +89,8 @@ template <QuantFormat F> constexpr int load_offset(int i) {
 // on into the next row, which is harmless (the blocks past the row meet zero
 // blocks of x and their scales are masked off, see tail_rows), except past
 // the end of w: there, and only there, masks (made once per call, see
-// make_plan) zero the missing bytes. Masked loads never touch what they leave out.
+// make_plan) zero the missing bytes. Masked loads never touch what they
+// leave out.
 template <QuantFormat F, bool MASKED> struct Loader {
   const uint8_t *w;
   const __mmask64 *masks; // [4 * kLoads] when MASKED

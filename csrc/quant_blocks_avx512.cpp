@@ -48,8 +48,10 @@ HEARTH_TARGET_AVX512 inline void store_scale(float d, uint8_t *dst) {
 // (1/d overflowed: numpy's cast of inf and NaN).
 HEARTH_TARGET_AVX512 inline __m128i q8_round(__m512 v) {
   const __m512 a = _mm512_abs_ps(v);
-  const __mmask16 ok = _mm512_cmp_ps_mask(a, _mm512_set1_ps(255.0f), _CMP_LE_OQ);
-  const __m512 t = _mm512_roundscale_ps(a, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __mmask16 ok =
+      _mm512_cmp_ps_mask(a, _mm512_set1_ps(255.0f), _CMP_LE_OQ);
+  const __m512 t =
+      _mm512_roundscale_ps(a, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
   const __mmask16 up =
       _mm512_cmp_ps_mask(_mm512_sub_ps(a, t), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
   const __m512 r = _mm512_mask_add_ps(t, up, t, _mm512_set1_ps(1.0f));
