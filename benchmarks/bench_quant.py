@@ -28,7 +28,10 @@ from benchmarks.bench_kernels import paired_ratio
 from benchmarks.common import median_time, read_bandwidth, record
 from kernels import cpu
 
-MATVEC_SHAPES = [(4096, 4096), (4864, 896)]  # (N, K): a 7B-class projection; Qwen2.5-0.5B mlp up
+MATVEC_SHAPES = [
+    (4096, 4096),
+    (4864, 896),
+]  # (N, K): a 7B-class projection; Qwen2.5-0.5B mlp up
 PREFILL_SHAPES = [(4096, 4096), (4864, 896)]
 DTYPES = ["q8_0", "q4_0", "bf16"]
 
@@ -59,9 +62,19 @@ def bench_matvec(n: int, k: int, dtype: str, repeats: int, ceiling: float) -> di
 
     med, spread = median_time(run, repeats=repeats, warmup=min(copies, 64))
     paired = paired_ratio(run, nbytes, rounds=max(5, repeats // 2))
-    return {"backend": "cpu", "shape": {"M": 1, "N": n, "K": k}, "dtype": dtype, "median_s": med,
-            "gbps": nbytes / med / 1e9, "pct_of_ceiling": 100 * nbytes / med / ceiling,
-            "extra": {"spread_s": spread, "paired_pct": 100 * paired, "weight_bytes": nbytes}}
+    return {
+        "backend": "cpu",
+        "shape": {"M": 1, "N": n, "K": k},
+        "dtype": dtype,
+        "median_s": med,
+        "gbps": nbytes / med / 1e9,
+        "pct_of_ceiling": 100 * nbytes / med / ceiling,
+        "extra": {
+            "spread_s": spread,
+            "paired_pct": 100 * paired,
+            "weight_bytes": nbytes,
+        },
+    }
 
 
 def bench_prefill(n: int, k: int, dtype: str, m: int, repeats: int) -> dict:
@@ -70,16 +83,32 @@ def bench_prefill(n: int, k: int, dtype: str, m: int, repeats: int) -> dict:
     x = rng.standard_normal((m, k), dtype=np.float32)
     out = np.empty((m, n), np.float32)
     fn = matmul_fn(dtype)
-    med, spread = median_time(lambda: fn(x, w, out), repeats=max(3, repeats // 4), warmup=1)
-    return {"backend": "cpu", "shape": {"M": m, "N": n, "K": k}, "dtype": dtype, "median_s": med,
-            "tflops": 2 * m * n * k / med / 1e12, "extra": {"spread_s": spread}}
+    med, spread = median_time(
+        lambda: fn(x, w, out), repeats=max(3, repeats // 4), warmup=1
+    )
+    return {
+        "backend": "cpu",
+        "shape": {"M": m, "N": n, "K": k},
+        "dtype": dtype,
+        "median_s": med,
+        "tflops": 2 * m * n * k / med / 1e12,
+        "extra": {"spread_s": spread},
+    }
 
 
 def bench_quantize(fmt: str, repeats: int) -> dict:
     w = np.random.default_rng(3).standard_normal((4096, 4096), dtype=np.float32)
-    med, spread = median_time(lambda: cpu.quantize(w, fmt), repeats=max(3, repeats // 4))
-    return {"backend": "cpu", "shape": {"N": 4096, "K": 4096}, "dtype": f"f32->{fmt}", "median_s": med,
-            "gbps": w.nbytes / med / 1e9, "extra": {"spread_s": spread, "Melem/s": w.size / med / 1e6}}
+    med, spread = median_time(
+        lambda: cpu.quantize(w, fmt), repeats=max(3, repeats // 4)
+    )
+    return {
+        "backend": "cpu",
+        "shape": {"N": 4096, "K": 4096},
+        "dtype": f"f32->{fmt}",
+        "median_s": med,
+        "gbps": w.nbytes / med / 1e9,
+        "extra": {"spread_s": spread, "Melem/s": w.size / med / 1e6},
+    }
 
 
 def emit(name: str, row: dict, save: bool) -> dict:
@@ -91,29 +120,54 @@ def emit(name: str, row: dict, save: bool) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--repeats", type=int, default=31)
-    ap.add_argument("--prefill-m", type=int, default=512, help="rows of x for the GEMM figures")
-    ap.add_argument("--no-record", action="store_true", help="print only, do not append to results/")
-    ap.add_argument("--only", choices=["matvec", "prefill", "quantize"], nargs="*",
-                    default=["matvec", "prefill", "quantize"], help="which figures to measure")
+    ap.add_argument(
+        "--prefill-m", type=int, default=512, help="rows of x for the GEMM figures"
+    )
+    ap.add_argument(
+        "--no-record", action="store_true", help="print only, do not append to results/"
+    )
+    ap.add_argument(
+        "--only",
+        choices=["matvec", "prefill", "quantize"],
+        nargs="*",
+        default=["matvec", "prefill", "quantize"],
+        help="which figures to measure",
+    )
     args = ap.parse_args()
     save = not args.no_record
     ceiling = read_bandwidth(1 << 30, repeats=args.repeats)
-    print(f"read ceiling: {ceiling / 1e9:.1f} GB/s  ({cpu.num_threads()} threads, {cpu.simd_level()})")
+    print(
+        f"read ceiling: {ceiling / 1e9:.1f} GB/s  ({cpu.num_threads()} threads, {cpu.simd_level()})"
+    )
     for n, k in MATVEC_SHAPES if "matvec" in args.only else []:
         for dtype in DTYPES:
-            r = emit("quant_matvec", bench_matvec(n, k, dtype, args.repeats, ceiling), save)
-            print(f"matvec {dtype:5} N={n:<5} K={k:<5} {r['median_s'] * 1e3:7.3f} ms {r['gbps']:6.1f} GB/s "
-                  f"= {r['pct_of_ceiling'] / 100:.2f} of ceiling   paired: {r['paired_pct'] / 100:.2f}")
+            r = emit(
+                "quant_matvec", bench_matvec(n, k, dtype, args.repeats, ceiling), save
+            )
+            print(
+                f"matvec {dtype:5} N={n:<5} K={k:<5} {r['median_s'] * 1e3:7.3f} ms {r['gbps']:6.1f} GB/s "
+                f"= {r['pct_of_ceiling'] / 100:.2f} of ceiling   paired: {r['paired_pct'] / 100:.2f}"
+            )
     for n, k in PREFILL_SHAPES if "prefill" in args.only else []:
         for dtype in DTYPES:
-            r = emit("quant_prefill", bench_prefill(n, k, dtype, args.prefill_m, args.repeats), save)
-            print(f"prefill {dtype:5} M={args.prefill_m} N={n:<5} K={k:<5} {r['median_s'] * 1e3:8.2f} ms "
-                  f"{r['tflops'] * 1e3:6.1f} GOP/s")
+            r = emit(
+                "quant_prefill",
+                bench_prefill(n, k, dtype, args.prefill_m, args.repeats),
+                save,
+            )
+            print(
+                f"prefill {dtype:5} M={args.prefill_m} N={n:<5} K={k:<5} {r['median_s'] * 1e3:8.2f} ms "
+                f"{r['tflops'] * 1e3:6.1f} GOP/s"
+            )
     for fmt in ("q8_0", "q4_0") if "quantize" in args.only else []:
         r = emit("quantize", bench_quantize(fmt, args.repeats), save)
-        print(f"quantize f32->{fmt} 4096x4096 {r['median_s'] * 1e3:7.2f} ms {r['Melem/s']:7.0f} Melem/s")
+        print(
+            f"quantize f32->{fmt} 4096x4096 {r['median_s'] * 1e3:7.2f} ms {r['Melem/s']:7.0f} Melem/s"
+        )
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ def _to_int(v: np.ndarray, dtype) -> np.ndarray:
 def quantize(w, fmt: str) -> np.ndarray:
     """w[N, K] (any float dtype, K % 32 == 0) -> uint8 [N, K // 32 * block bytes]."""
     w = np.asarray(w).astype(np.float32)
-    n, k = w.shape
+    n = w.shape[0]
     blocks = w.reshape(-1, 32)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         if fmt == "q8_0":

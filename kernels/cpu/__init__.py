@@ -259,7 +259,9 @@ def quantize(w: np.ndarray, fmt: str) -> np.ndarray:
     _check(w, "w", (F32, BF16), (None, None))
     n, k = w.shape
     if k % QUANT_BLOCK:
-        raise ValueError(f"w: K = {k} must be a multiple of {QUANT_BLOCK} (the block size)")
+        raise ValueError(
+            f"w: K = {k} must be a multiple of {QUANT_BLOCK} (the block size)"
+        )
     out = np.empty((n, k // QUANT_BLOCK * QUANT_BLOCK_BYTES[fmt]), dtype=U8)
     _C.quantize(w.view(np.uint16) if w.dtype == BF16 else w, fmt, out)
     return out
@@ -301,7 +303,9 @@ def linear_quant(
     its rows."""
     # Lean on purpose (a decode step makes one call per weight matrix): the
     # binding checks dtypes, shapes, contiguity and K % 32, naming the argument.
-    fmt = fmt if fmt.__class__ is str and fmt in QUANT_BLOCK_BYTES else _quant_format(fmt)
+    fmt = (
+        fmt if fmt.__class__ is str and fmt in QUANT_BLOCK_BYTES else _quant_format(fmt)
+    )
     for a, name in ((x, "x"), (w, "w")):
         if not isinstance(a, np.ndarray) or a.ndim != 2:
             _check(a, name, (F32,) if name == "x" else (U8,), (None, None))

@@ -19,7 +19,9 @@ GGML = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationTyp
 
 
 def gguf_bytes(w: np.ndarray, fmt: str) -> np.ndarray:
-    with np.errstate(all="ignore"):  # gguf-py warns on its own 1/d overflow and fp16 casts
+    with np.errstate(
+        all="ignore"
+    ):  # gguf-py warns on its own 1/d overflow and fp16 casts
         return gguf_quantize(np.asarray(w).astype(np.float32), GGML[fmt])
 
 
@@ -36,10 +38,14 @@ def q4_fma_traps(rng, count: int) -> np.ndarray:
     while len(rows) < count:
         top = np.float32(rng.uniform(1, 2) * rng.choice([-1, 1]))
         inv = np.float32(1) / (top / np.float32(-8))
-        near = np.array([h / inv for h in (-7.5, -6.5, -5.5)], np.float32).view(np.int32)
+        near = np.array([h / inv for h in (-7.5, -6.5, -5.5)], np.float32).view(
+            np.int32
+        )
         x = (near[:, None] + np.arange(-8, 9, dtype=np.int32)).view(np.float32).ravel()
         unfused = np.trunc((x * inv) + np.float32(8.5))
-        fused = np.trunc((x.astype(np.float64) * np.float64(inv) + 8.5).astype(np.float32))
+        fused = np.trunc(
+            (x.astype(np.float64) * np.float64(inv) + 8.5).astype(np.float32)
+        )
         trap = x[(unfused != fused) & (np.abs(x) < abs(top))]
         if len(trap):
             fill = rng.uniform(-abs(top), abs(top), 31 - len(trap))
@@ -50,18 +56,27 @@ def q4_fma_traps(rng, count: int) -> np.ndarray:
 def edge_blocks(rng, fmt: str) -> np.ndarray:
     """32-value blocks that exercise every branch of the quantizers."""
     z = np.zeros(32, np.float32)
-    ties = np.arange(-16, 16, dtype=np.float32) + np.float32(0.5)  # x * id lands on k + 0.5
+    ties = np.arange(-16, 16, dtype=np.float32) + np.float32(
+        0.5
+    )  # x * id lands on k + 0.5
     blocks = [
         z,  # zero block: d = 0 (Q4_0: d = -0.0, q = 8)
         -z,  # negative zeros: Q4_0 d = +0.0
-        np.where(np.arange(32) == 7, np.float32(3e38), 1),  # one huge value: fp16 d overflows
-        np.where(np.arange(32) == 3, np.float32(-5), rng.uniform(-1, 1, 32)),  # negative max
-        np.where(np.arange(32) % 9 == 2, np.float32(4), np.float32(-4)),  # +-max, first wins
+        np.where(
+            np.arange(32) == 7, np.float32(3e38), 1
+        ),  # one huge value: fp16 d overflows
+        np.where(
+            np.arange(32) == 3, np.float32(-5), rng.uniform(-1, 1, 32)
+        ),  # negative max
+        np.where(
+            np.arange(32) % 9 == 2, np.float32(4), np.float32(-4)
+        ),  # +-max, first wins
         np.concatenate([[127.0], ties[1:] * 7]).astype(np.float32),  # Q8_0: d = 1, ties
         np.concatenate([[-8.0], ties[1:] / 2]).astype(np.float32),  # Q4_0: d = 1, ties
         rng.standard_normal(32).astype(np.float32) * np.float32(1e-38),  # 1/d overflows
         rng.standard_normal(32).astype(np.float32) * np.float32(3e-37),  # subnormal d
-        rng.standard_normal(32).astype(np.float32) * np.float32(1e-6),  # fp16-subnormal d
+        rng.standard_normal(32).astype(np.float32)
+        * np.float32(1e-6),  # fp16-subnormal d
         np.full(32, np.float32(65504 * 127)),  # d at the fp16 limit
     ]
     blocks = np.stack(blocks).astype(np.float32)
@@ -88,12 +103,17 @@ def test_format_table_matches_the_contract():
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_quantize_matches_gguf(simd, rng, fmt, dtype):
     edges = edge_blocks(rng, fmt)  # tiled into rows of 11 blocks
-    w = np.concatenate([random_weights(rng, 37, 352), np.resize(edges, (len(edges), 352))])
+    w = np.concatenate(
+        [random_weights(rng, 37, 352), np.resize(edges, (len(edges), 352))]
+    )
     w = rng.permutation(w, axis=0)  # edge rows land on both threads
     if dtype == "bfloat16":
         w = w.astype(ml_dtypes.bfloat16)
     got = cpu.quantize(w, fmt)
-    assert got.dtype == np.uint8 and got.shape == (len(w), 352 // 32 * contract.BLOCK_BYTES[fmt])
+    assert got.dtype == np.uint8 and got.shape == (
+        len(w),
+        352 // 32 * contract.BLOCK_BYTES[fmt],
+    )
     np.testing.assert_array_equal(got, gguf_bytes(w, fmt))
 
 
@@ -101,7 +121,9 @@ def test_quantize_matches_gguf(simd, rng, fmt, dtype):
 def test_quantize_threaded_and_odd_shapes(simd, rng, fmt):
     for n, k in [(1, 32), (3, 64), (517, 256), (2, 4096 + 32)]:
         w = random_weights(rng, n, k)
-        np.testing.assert_array_equal(cpu.quantize(w, fmt), gguf_bytes(w, fmt), err_msg=f"{n}x{k}")
+        np.testing.assert_array_equal(
+            cpu.quantize(w, fmt), gguf_bytes(w, fmt), err_msg=f"{n}x{k}"
+        )
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -119,7 +141,9 @@ def test_dequantize_matches_gguf(simd, rng, fmt):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_reference_quantize_matches_gguf(rng, fmt, dtype):
     edges = edge_blocks(rng, fmt)
-    w = np.concatenate([random_weights(rng, 40, 64), np.resize(edges, (len(edges), 64))])
+    w = np.concatenate(
+        [random_weights(rng, 40, 64), np.resize(edges, (len(edges), 64))]
+    )
     if dtype == "bfloat16":
         w = w.astype(ml_dtypes.bfloat16)
     np.testing.assert_array_equal(ref.quantize(w, fmt), gguf_bytes(w, fmt))
@@ -127,7 +151,10 @@ def test_reference_quantize_matches_gguf(rng, fmt, dtype):
 
 def test_zero_sizes():
     for fmt in FORMATS:
-        assert cpu.quantize(np.zeros((0, 64), np.float32), fmt).shape == (0, 2 * contract.BLOCK_BYTES[fmt])
+        assert cpu.quantize(np.zeros((0, 64), np.float32), fmt).shape == (
+            0,
+            2 * contract.BLOCK_BYTES[fmt],
+        )
         assert cpu.quantize(np.zeros((3, 0), np.float32), fmt).shape == (3, 0)
         assert cpu.dequantize(np.zeros((2, 0), np.uint8), fmt).shape == (2, 0)
 
@@ -154,4 +181,6 @@ def test_quantize_errors(rng):
     with pytest.raises(ValueError, match="dtype"):
         cpu.dequantize(np.zeros((2, 34), np.int8), "q8_0")
     with pytest.raises(ValueError, match="fmt"):
-        cpu._C.quantize(w, "q4_1", np.zeros((4, 36), np.uint8))  # the binding checks too
+        cpu._C.quantize(
+            w, "q4_1", np.zeros((4, 36), np.uint8)
+        )  # the binding checks too

@@ -57,20 +57,26 @@ def assert_matches_oracle(out, x, w, fmt, bias=None, msg=""):
     """|out - oracle| <= X_ROUNDING_SIGMAS * sigma + fp32 accumulation error, per output."""
     want = ref.linear_quant(x, w, fmt, bias)
     wd = ref.dequantize(w, fmt).astype(np.float64)
-    m, k = x.shape
+    k = x.shape[1]
     _, d = x_blocks(x)
     # sigma^2[m, n] = sum_b d[m, b]^2 / 12 * sum_{i in b} w[n, i]^2
     w2 = (wd * wd).reshape(len(wd), k // 32, 32).sum(axis=2)
     sigma = np.sqrt(d * d / 12 @ w2.T)
     fp32 = 4 * FP32_EPS * (k / 512 + 8) * (np.abs(x.astype(np.float64)) @ np.abs(wd).T)
     err = np.abs(out - want)
-    tol = X_ROUNDING_SIGMAS[fmt] * sigma + fp32 + (0 if bias is None else FP32_EPS * np.abs(bias))
+    tol = (
+        X_ROUNDING_SIGMAS[fmt] * sigma
+        + fp32
+        + (0 if bias is None else FP32_EPS * np.abs(bias))
+    )
     assert np.all(np.isfinite(out)), f"non-finite output (poison left?) {msg}"
     bad = err > tol
     if bad.any():
         i = np.unravel_index(np.argmax(err / tol), err.shape)
-        raise AssertionError(f"{bad.sum()}/{bad.size} off; worst {i}: out={out[i]} ref={want[i]} "
-                             f"err/sigma={err[i] / sigma[i]:.2f} {msg}")
+        raise AssertionError(
+            f"{bad.sum()}/{bad.size} off; worst {i}: out={out[i]} ref={want[i]} "
+            f"err/sigma={err[i] / sigma[i]:.2f} {msg}"
+        )
 
 
 def assert_matches_int8_model(out, x, w, fmt, bias=None, msg=""):
@@ -84,7 +90,9 @@ def assert_matches_int8_model(out, x, w, fmt, bias=None, msg=""):
     tol = 4 * FP32_EPS * (x.shape[1] / 512 + 8) * (np.abs(xq) @ np.abs(wd).T)
     tol += FP32_EPS * np.abs(want)  # adding the bias
     err = np.abs(out - want)
-    assert np.all(err <= tol), f"max err/tol {np.max(err / np.maximum(tol, 1e-300)):.2f} {msg}"
+    assert np.all(err <= tol), (
+        f"max err/tol {np.max(err / np.maximum(tol, 1e-300)):.2f} {msg}"
+    )
 
 
 # ---------------------------------------------------------------- values
@@ -106,7 +114,11 @@ def test_linear_quant(simd, rng, m, k, fmt):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_linear_quant_random_shapes(simd, rng, fmt):
     for _ in range(8):
-        m, n, k = int(rng.integers(1, 40)), int(rng.integers(1, 300)), 32 * int(rng.integers(1, 70))
+        m, n, k = (
+            int(rng.integers(1, 40)),
+            int(rng.integers(1, 300)),
+            32 * int(rng.integers(1, 70)),
+        )
         x = randn(rng, m, k)
         w = random_quantized(rng, n, k, fmt)
         out = cpu.linear_quant(x, w, fmt, out=poison((m, n)))
@@ -140,7 +152,9 @@ def test_a_row_alone_equals_it_in_a_batch(simd, rng, fmt):
     w = random_quantized(rng, n, k, fmt)
     batch = cpu.linear_quant(x, w, fmt)
     for i in (0, 7, 8, 20):
-        np.testing.assert_array_equal(cpu.linear_quant(x[i : i + 1], w, fmt)[0], batch[i])
+        np.testing.assert_array_equal(
+            cpu.linear_quant(x[i : i + 1], w, fmt)[0], batch[i]
+        )
 
 
 def test_arbitrary_weight_bytes(simd, rng):
@@ -148,7 +162,9 @@ def test_arbitrary_weight_bytes(simd, rng):
     m, n, k = 3, 45, 256
     x = randn(rng, m, k)
     for fmt in FORMATS:
-        w = rng.integers(0, 256, (n, k // 32 * cpu.QUANT_BLOCK_BYTES[fmt]), dtype=np.uint8)
+        w = rng.integers(
+            0, 256, (n, k // 32 * cpu.QUANT_BLOCK_BYTES[fmt]), dtype=np.uint8
+        )
         blocks = w.reshape(-1, cpu.QUANT_BLOCK_BYTES[fmt])
         blocks[:, :2] = np.array([0.01], np.float16).view(np.uint8)  # finite scales
         blocks[::3, 2:] = 0x80  # Q8_0: q = -128; Q4_0: q = (0, 8)
@@ -203,9 +219,17 @@ def test_linear_quant_errors(rng):
         ((x, np.asfortranarray(w), "q8_0"), {}, "contiguous"),
         ((x.tolist(), w, "q8_0"), {}, "ndarray"),
         ((x, w, "q8_0"), {"bias": randn(rng, 4)}, "bias has shape"),
-        ((x, w, "q8_0"), {"bias": randn(rng, 5).astype(np.float16)}, "bias must have dtype"),
+        (
+            (x, w, "q8_0"),
+            {"bias": randn(rng, 5).astype(np.float16)},
+            "bias must have dtype",
+        ),
         ((x, w, "q8_0"), {"out": poison((2, 4))}, "out has shape"),
-        ((x, w, "q8_0"), {"out": poison((2, 5)).astype(np.float64)}, "out must have dtype"),
+        (
+            (x, w, "q8_0"),
+            {"out": poison((2, 5)).astype(np.float64)},
+            "out must have dtype",
+        ),
     ]
     for args, kwargs, match in cases:
         with pytest.raises(ValueError, match=match):
@@ -249,4 +273,6 @@ def test_reads_stay_inside_w(simd, rng, fmt):
     guarded = guarded_bytes(w.nbytes).reshape(w.shape)
     guarded[...] = w
     x = randn(rng, m, k)
-    np.testing.assert_array_equal(cpu.linear_quant(x, guarded, fmt), cpu.linear_quant(x, w, fmt))
+    np.testing.assert_array_equal(
+        cpu.linear_quant(x, guarded, fmt), cpu.linear_quant(x, w, fmt)
+    )
