@@ -6,9 +6,9 @@
 //
 // Threads split the weight rows N into contiguous ranges. Within a range,
 // rows are taken in tiles that fit in L2, and each tile is swept once per
-// chunk of up to kMaxRows rows of x; the row kernels load a weight block
+// chunk of up to kMaxRows rows of x; the tile kernels load a weight block
 // once and use it against every x row of the chunk. At M <= kMaxRows (decode)
-// every weight byte is read from memory exactly once, in address order.
+// every weight byte is read from memory exactly once.
 #pragma GCC optimize("fp-contract=off")
 
 #include <omp.h>

@@ -1,8 +1,8 @@
 // Internal interface of the GGUF block-format kernels (Q8_0, Q4_0): block
 // layout, exact fp16 conversions, the quantized-activation layout, and the
-// per-instruction-set row kernels (scalar in quant.cpp, quant_avx2.cpp,
+// per-instruction-set tile kernels (scalar in quant.cpp, quant_avx2.cpp,
 // quant_avx512.cpp) that quant.cpp drives; block (de)quantization is in
-// quant_blocks.cpp.
+// quant_blocks.cpp (scalar bodies) and quant_blocks_avx512.cpp.
 //
 // Numbers: every path computes, per output (m, n), the exact int32 dot
 // product I_b of each 32-element block b, then

@@ -1,4 +1,4 @@
-// AVX-512 VNNI row kernels for linear_quant.
+// AVX-512 VNNI tile kernels for linear_quant.
 //
 // vpdpbusd multiplies unsigned by signed bytes, so weights enter as unsigned:
 // Q4_0 as its raw nibbles 0..15 and Q8_0 as q + 128 (q ^ 0x80); the offset
