@@ -22,6 +22,22 @@ template <> inline const char *hearth::py_checks::dtype_name<uint8_t>() {
 
 namespace {
 
+// The optional bias[N] and the writable out[M, N] of a linear op.
+const float *checked_bias(const std::optional<py::array> &bias, int64_t N) {
+  if (!bias)
+    return nullptr;
+  const float *bp = checked<float>(*bias, "bias", 1);
+  expect_dim(*bias, "bias", 0, N);
+  return bp;
+}
+
+float *checked_out(const py::array &out, int64_t M, int64_t N) {
+  float *op = checked<float>(out, "out", 2, true);
+  expect_dim(out, "out", 0, M);
+  expect_dim(out, "out", 1, N);
+  return op;
+}
+
 void linear_py(const py::array &x, const py::array &w,
                const std::optional<py::array> &bias, const py::array &out) {
   const float *xp = checked<float>(x, "x", 2);
@@ -31,14 +47,8 @@ void linear_py(const py::array &x, const py::array &w,
                        : static_cast<const void *>(checked<float>(w, "w", 2));
   const int64_t M = x.shape(0), K = x.shape(1), N = w.shape(0);
   expect_dim(w, "w", 1, K);
-  const float *bp = nullptr;
-  if (bias) {
-    bp = checked<float>(*bias, "bias", 1);
-    expect_dim(*bias, "bias", 0, N);
-  }
-  float *op = checked<float>(out, "out", 2, true);
-  expect_dim(out, "out", 0, M);
-  expect_dim(out, "out", 1, N);
+  const float *bp = checked_bias(bias, N);
+  float *op = checked_out(out, M, N);
   if (K > INT32_MAX || M > INT32_MAX)
     fail("linear: dimensions too large");
   py::gil_scoped_release nogil;
@@ -247,14 +257,8 @@ void linear_quant_py(const py::array &x, const py::array &w,
   const uint8_t *wp = checked<uint8_t>(w, "w", 2);
   const int64_t N = w.shape(0);
   expect_dim(w, "w", 1, quant_row_bytes(f, K));
-  const float *bp = nullptr;
-  if (bias) {
-    bp = checked<float>(*bias, "bias", 1);
-    expect_dim(*bias, "bias", 0, N);
-  }
-  float *op = checked<float>(out, "out", 2, true);
-  expect_dim(out, "out", 0, M);
-  expect_dim(out, "out", 1, N);
+  const float *bp = checked_bias(bias, N);
+  float *op = checked_out(out, M, N);
   py::gil_scoped_release nogil;
   linear_quant(xp, M, K, wp, f, N, bp, op);
 }

@@ -36,9 +36,15 @@ VARIANTS = {
 def make_hf_model(variant: str, seed: int = 0) -> transformers.PreTrainedModel:
     """A transformers model of `variant` with random weights large enough to give peaked logits."""
     cls_name, extra, _, _ = VARIANTS[variant]
-    config = getattr(transformers, cls_name)(**{**_COMMON, **extra})
+    return random_model(cls_name, extra, seed)
+
+
+def random_model(cls_name: str, overrides: dict, seed: int) -> transformers.PreTrainedModel:
+    """A transformers `cls_name` config (the tiny common shape plus `overrides`) with random
+    weights: norms near 1, everything else (biases too) N(0, 0.15)."""
+    config = getattr(transformers, cls_name)(**{**_COMMON, **overrides})
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:

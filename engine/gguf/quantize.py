@@ -50,20 +50,10 @@ def dequantize(raw: np.ndarray, qtype: GGMLQuantizationType, shape: tuple[int, .
     return quants.dequantize(np.asarray(raw), qtype).reshape(shape).astype(np.float32, copy=False)
 
 
-def _fast_quantize():
-    # The compiled kernel is bit-identical to gguf's numpy code and much faster; it may be absent
-    # (an older build), in which case gguf's own implementation does the work.
-    try:
-        from kernels.cpu import quantize as fast
-    except ImportError:
-        return None
-    return fast
-
-
 def quantize(w: np.ndarray, fmt: str) -> np.ndarray:
     """uint8 [N, row_bytes] blocks of float matrix `w` [N, K] in "q8_0" or "q4_0" (K % 32 == 0)."""
-    w32 = np.ascontiguousarray(w, dtype=np.float32)
-    fast = _fast_quantize()
-    if fast is not None:
-        return fast(w32, fmt)
-    return quants.quantize(w32, GGML_TYPE[fmt])
+    from kernels.cpu import (
+        quantize as compiled,  # bit-identical to gguf's numpy code, much faster
+    )
+
+    return compiled(np.ascontiguousarray(w, dtype=np.float32), fmt)

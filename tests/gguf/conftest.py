@@ -8,10 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 import transformers
 
-from tests.model_factory import _COMMON, VOCAB
+from tests.model_factory import VOCAB, random_model
 from tests.tokenizer_factory import build_tokenizer
 
 # The split regex of Qwen2's tokenizer.json (digits one at a time); the factory's byte-level
@@ -41,16 +40,7 @@ MODELS = {
 
 def make_model(name: str, seed: int = 0) -> transformers.PreTrainedModel:
     cls_name, extra, _, _ = MODELS[name]
-    config = getattr(transformers, cls_name)(**{**_COMMON, **extra})
-    torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    with torch.no_grad():
-        for pname, p in model.named_parameters():
-            if "norm" in pname:
-                p.copy_(1.0 + 0.2 * torch.randn_like(p))
-            else:
-                p.normal_(0.0, 0.15)  # biases too
-    return model.eval()
+    return random_model(cls_name, extra, seed)
 
 
 def _shape_tokenizer(out_dir: Path, name: str) -> None:
