@@ -41,6 +41,22 @@ def read_bandwidth(num_bytes: int = 1 << 30, repeats: int = 7) -> float:
     return num_bytes / med
 
 
+def int8_dot_rate(iters: int = 10_000_000, repeats: int = 3) -> float:
+    """The machine's peak integer dot-product rate in ops/s (2 per u8 x s8 multiply-add), all
+    threads, the instructions the quantized kernels use (kernels.cpu.int8_dot_probe)."""
+    import kernels.cpu as K
+
+    K.int8_dot_probe(iters // 10)  # wake the cores (clock ramp, thread pool)
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        checksum, macs, _ = K.int8_dot_probe(iters)
+        rates.append(2 * macs / (time.perf_counter() - t0))
+        if checksum != macs:
+            raise RuntimeError("int8_dot_probe returned a wrong checksum")
+    return statistics.median(rates)
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:

@@ -285,6 +285,21 @@ PYBIND11_MODULE(_C, m) {
         py::arg("seq_lens"), py::arg("query_start_loc"), py::arg("scale"),
         py::arg("out"));
   m.def("memory_read_probe", &probe_py, py::arg("buf"));
+  m.def(
+      "int8_dot_probe",
+      [](int64_t iters, int a, int b) {
+        if (iters < 0 || iters > (int64_t(1) << 28))
+          fail("iters must be in [0, 2**28], got " + std::to_string(iters));
+        if (a < 0 || a > 127 || b < -64 || b > 63)
+          fail("a must be in [0, 127] and b in [-64, 63] (no int16 saturation)");
+        Int8DotProbe r;
+        {
+          py::gil_scoped_release nogil;
+          r = int8_dot_probe(iters, uint8_t(a), int8_t(b));
+        }
+        return py::make_tuple(r.checksum, r.macs, std::string(r.path));
+      },
+      py::arg("iters"), py::arg("a"), py::arg("b"));
   m.def("quantize", &quantize_py, py::arg("w"), py::arg("fmt"), py::arg("out"));
   m.def("dequantize", &dequantize_py, py::arg("data"), py::arg("fmt"),
         py::arg("out"));

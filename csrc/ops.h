@@ -47,6 +47,16 @@ void paged_attention(const PagedAttnArgs &a);
 // Reads every byte of buf; returns the byte sum (as double).
 double memory_read_probe(const uint8_t *buf, size_t n);
 
+// The peak integer dot-product rate: `iters` rounds of u8 x s8 multiply-adds
+// on every thread, on the widest path the quantized kernels use at the active
+// SIMD level. checksum == macs * a * b (a check that the work was done).
+struct Int8DotProbe {
+  int64_t checksum;
+  int64_t macs;
+  const char *path;
+};
+Int8DotProbe int8_dot_probe(int64_t iters, uint8_t a, int8_t b);
+
 // GGUF block formats (layout in engine/quant.py): each row of W[N, K] is
 // K / 32 blocks of an fp16 scale and 32 (Q8_0: int8, Q4_0: 4-bit) values.
 enum class QuantFormat : int { Q8_0 = 0, Q4_0 = 1 };

@@ -84,3 +84,100 @@ double memory_read_probe(const uint8_t *buf, size_t n) {
 }
 
 } // namespace hearth
+
+// ---------------------------------------------------------------------------
+// int8_dot_probe: the machine's peak integer dot-product rate, the ceiling the
+// quantized prefill GEMM is judged against. Each thread runs a chain-free
+// sequence of the widest u8 x s8 multiply-accumulate the kernels use (VNNI
+// vpdpbusd on AVX-512, pmaddubsw + pmaddwd on AVX2) on register operands only,
+// so nothing but the multiply units limits it. The operands are run-time
+// values and the accumulators are summed and returned, so no compiler can fold
+// the work away; the sum is also a check: it equals macs * a * b.
+
+namespace hearth {
+namespace {
+
+// Enough independent accumulators to cover the instruction's latency at its
+// full throughput (Zen 4: latency ~4-5 cycles, two 256-bit pipes).
+constexpr int DOT_CHAINS = 12;
+
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) int64_t
+dot_chain_vnni(int64_t iters, uint8_t a, int8_t b) {
+  const __m512i va = _mm512_set1_epi8(char(a)), vb = _mm512_set1_epi8(b);
+  __m512i acc[DOT_CHAINS];
+  // distinct starting values keep the compiler from merging identical chains
+  for (int c = 0; c < DOT_CHAINS; ++c)
+    acc[c] = _mm512_set1_epi32(c);
+  for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+    for (int c = 0; c < DOT_CHAINS; ++c)
+      acc[c] = _mm512_dpbusd_epi32(acc[c], va, vb);
+  }
+  int64_t s = 0;
+  for (int c = 0; c < DOT_CHAINS; ++c)
+    s += _mm512_reduce_add_epi32(acc[c]) - 16 * c;
+  return s;
+}
+
+HEARTH_TARGET_AVX2 int64_t dot_chain_avx2(int64_t iters, uint8_t a, int8_t b) {
+  const __m256i va = _mm256_set1_epi8(char(a)), vb = _mm256_set1_epi8(b);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[DOT_CHAINS];
+  for (int c = 0; c < DOT_CHAINS; ++c)
+    acc[c] = _mm256_set1_epi32(c);
+  for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+    for (int c = 0; c < DOT_CHAINS; ++c) {
+      // va/vb are loop-invariant: a volatile asm barrier keeps the compiler
+      // from hoisting the products out of the loop or sharing them across
+      // chains (the VNNI chains need none: their accumulator is an operand)
+      __m256i x = va;
+      __asm__ volatile("" : "+x"(x));
+      acc[c] = _mm256_add_epi32(
+          acc[c], _mm256_madd_epi16(_mm256_maddubs_epi16(x, vb), ones));
+    }
+  }
+  int64_t s = 0;
+  for (int c = 0; c < DOT_CHAINS; ++c) {
+    alignas(32) int32_t lanes[8];
+    _mm256_store_si256(reinterpret_cast<__m256i *>(lanes), acc[c]);
+    for (int l = 0; l < 8; ++l)
+      s += lanes[l] - c;
+  }
+  return s;
+}
+
+int64_t dot_chain_scalar(int64_t iters, uint8_t a, int8_t b) {
+  int64_t s = 0;
+  for (int64_t i = 0; i < iters * DOT_CHAINS * 16; ++i) {
+    int32_t x = a;
+    __asm__ volatile("" : "+r"(x));
+    s += x * b;
+  }
+  return s;
+}
+
+} // namespace
+
+Int8DotProbe int8_dot_probe(int64_t iters, uint8_t a, int8_t b) {
+  static const bool vnni = __builtin_cpu_supports("avx512vnni");
+  const Level lvl = active_level();
+  // MACs per iteration per thread: the u8 x s8 products each path performs
+  const bool use_vnni = lvl == Level::Avx512 && vnni;
+  const bool use_avx2 = !use_vnni && lvl != Level::Scalar;
+  const int64_t per_iter = DOT_CHAINS * (use_vnni ? 64 : use_avx2 ? 32 : 16);
+  int64_t total = 0;
+  int threads = 1;
+#pragma omp parallel reduction(+ : total)
+  {
+#pragma omp single
+    threads = omp_get_num_threads();
+    total += use_vnni   ? dot_chain_vnni(iters, a, b)
+             : use_avx2 ? dot_chain_avx2(iters, a, b)
+                        : dot_chain_scalar(iters, a, b);
+  }
+  const char *path = use_vnni ? "avx512_vnni" : use_avx2 ? "avx2" : "scalar";
+  return {total, per_iter * iters * threads, path};
+}
+
+} // namespace hearth

@@ -6,8 +6,9 @@ import ml_dtypes
 import numpy as np
 
 import kernels.cpu as K
+from engine.backend.arena import WeightArena
 from engine.backend.base import Array, Backend
-from engine.quant import QuantizedMatrix, check_format
+from engine.quant import BLOCK, QuantizedMatrix, check_format, row_bytes
 
 _BF16 = np.dtype(ml_dtypes.bfloat16)
 
@@ -17,6 +18,9 @@ class CPUBackend(Backend):
     used straight from the memory map, so no second copy exists); fp16 is widened to fp32."""
 
     name = "cpu"
+
+    def __init__(self) -> None:
+        self._arena = WeightArena()  # matrices quantized on load live here, on huge pages
 
     def weight(self, host: np.ndarray, dtype: str | None) -> np.ndarray:
         if dtype is None:
@@ -37,7 +41,9 @@ class CPUBackend(Backend):
             raise ValueError(f"only matrices are quantized, got shape {host.shape}")
         fmt = check_format(fmt)
         src = host if host.dtype in (_BF16, np.dtype(np.float32)) else host.astype(np.float32)
-        return QuantizedMatrix(fmt, K.quantize(np.ascontiguousarray(src), fmt), tuple(host.shape))
+        n, k = host.shape
+        out = self._arena.take((n, row_bytes(fmt, k))) if k % BLOCK == 0 else None
+        return QuantizedMatrix(fmt, K.quantize(np.ascontiguousarray(src), fmt, out), (n, k))
 
     def asarray(self, host: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(host)

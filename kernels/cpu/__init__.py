@@ -26,6 +26,7 @@ __all__ = [
     "available_simd_levels",
     "dequantize",
     "detected_simd_level",
+    "int8_dot_probe",
     "linear",
     "linear_quant",
     "memory_read_probe",
@@ -235,6 +236,15 @@ def memory_read_probe(buf: np.ndarray) -> float:
     return _C.memory_read_probe(buf)
 
 
+def int8_dot_probe(iters: int, a: int = 1, b: int = 1) -> tuple[int, int, str]:
+    """Run `iters` rounds of register-only u8 x s8 multiply-adds on all threads,
+    with the instructions the quantized kernels use at the active SIMD level
+    (VNNI vpdpbusd, or AVX2 pmaddubsw + pmaddwd). Returns (checksum, macs,
+    path) where checksum == macs * a * b. Timing it gives the peak integer
+    dot-product rate (2 * macs ops) that the quantized GEMM is judged against."""
+    return _C.int8_dot_probe(int(iters), int(a), int(b))
+
+
 # ------------------------------------------------------------- GGUF block formats
 
 QUANT_BLOCK = 32
@@ -248,13 +258,14 @@ def _quant_format(fmt) -> str:
     return name
 
 
-def quantize(w: np.ndarray, fmt: str) -> np.ndarray:
+def quantize(w: np.ndarray, fmt: str, out: np.ndarray | None = None) -> np.ndarray:
     """Quantize w[N, K] (float32 or bfloat16, K % 32 == 0) to GGUF blocks.
 
     Returns uint8 [N, K // 32 * block_bytes] ("q8_0": 34, "q4_0": 18 bytes per
     32 values), bit for bit what ``gguf.quants.quantize`` gives for
     ``w.astype(np.float32)``. Threaded over rows; ValueError if w holds
-    inf or NaN."""
+    inf or NaN. `out` (uint8, that shape, C-contiguous) receives the blocks
+    when given, e.g. a slice of a larger weight arena."""
     fmt = _quant_format(fmt)
     _check(w, "w", (F32, BF16), (None, None))
     n, k = w.shape
@@ -262,7 +273,8 @@ def quantize(w: np.ndarray, fmt: str) -> np.ndarray:
         raise ValueError(
             f"w: K = {k} must be a multiple of {QUANT_BLOCK} (the block size)"
         )
-    out = np.empty((n, k // QUANT_BLOCK * QUANT_BLOCK_BYTES[fmt]), dtype=U8)
+    if out is None:
+        out = np.empty((n, k // QUANT_BLOCK * QUANT_BLOCK_BYTES[fmt]), dtype=U8)
     _C.quantize(w.view(np.uint16) if w.dtype == BF16 else w, fmt, out)
     return out
 

@@ -76,3 +76,52 @@ def test_quantize_on_load_matches_transformers_on_dequantized_weights(tmp_path, 
 def test_bad_quantization_names_the_choices(tiny_model_dir):
     with pytest.raises(ValueError, match="q8_0, q4_0"):
         LLM(str(tiny_model_dir), quantization="q5_k")
+
+
+def test_quantize_on_load_packs_matrices_into_one_arena(tmp_path):
+    """Quantized matrices are slices of a few large, cache-line-aligned slabs (huge pages), and
+    each holds exactly what `kernels.cpu.quantize` makes of the checkpoint's matrix."""
+    import kernels.cpu as K
+    from engine.backend.arena import ALIGN
+
+    model = make_hf_model("llama", seed=5)
+    llm = LLM(str(save_model(model, "llama", tmp_path / "m")), quantization="q4_0", max_model_len=64,
+              num_kv_blocks=8)
+    net = llm.engine.runner.model
+    mats = [m for layer in net.layers for m in (layer.q, layer.k, layer.v, layer.o, layer.gate, layer.up, layer.down)]
+    slabs = {id(_root(m.data)) for m in mats + [net.lm_head]}
+    assert len(slabs) == 1, "a small model fits one slab"
+    assert _root(mats[0].data).nbytes >= 4 << 20, "too small for numpy to ask for huge pages"
+    assert all(m.data.ctypes.data % ALIGN == 0 for m in mats)
+    spans = sorted((m.data.ctypes.data, m.data.ctypes.data + m.nbytes) for m in mats)
+    assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:], strict=False)), "slices overlap"
+    want = K.quantize(model.model.layers[1].mlp.down_proj.weight.detach().numpy(), "q4_0")
+    np.testing.assert_array_equal(net.layers[1].down.data, want)
+
+
+def _root(a: np.ndarray) -> np.ndarray:
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def test_weight_arena_slabs_and_alignment():
+    from engine.backend.arena import ALIGN, WeightArena
+
+    arena = WeightArena(slab_bytes=4 << 20)
+    a, b = arena.take((3, 34)), arena.take((5, 18))
+    assert a.shape == (3, 34) and b.shape == (5, 18) and a.dtype == np.uint8
+    assert b.ctypes.data - a.ctypes.data == 128  # 102 bytes rounded up to the next line
+    big = arena.take((2 << 20,))  # half a slab or more: an allocation of its own
+    assert big.nbytes == 2 << 20 and big.ctypes.data % ALIGN == 0 and _root(big) is not _root(a)
+    c = arena.take((10,))
+    assert _root(c) is _root(a) and c.ctypes.data - b.ctypes.data == 128  # the slab goes on filling
+    d = arena.take(((2 << 20) - 1,))  # just under half a slab: fits what is left
+    e = arena.take(((2 << 20) - 1,))  # does not fit the rest of the slab: a new one
+    assert _root(d) is _root(a) and _root(e) is not _root(a)
+    assert arena.reserved >= 2 * (4 << 20) + (2 << 20)
+    a[:] = 1
+    b[:] = 2
+    assert (a == 1).all() and (b == 2).all()
+    with pytest.raises(ValueError, match="4 MiB"):
+        WeightArena(slab_bytes=1024)

@@ -389,6 +389,19 @@ def test_memory_read_probe(simd, rng):
         cpu.memory_read_probe(buf[::2])
 
 
+@pytest.mark.parametrize(("a", "b"), [(1, 1), (3, -2), (127, 63)])
+def test_int8_dot_probe_does_the_work_it_counts(simd, a, b):
+    checksum, macs, path = cpu.int8_dot_probe(1000, a, b)
+    assert path.startswith(simd if simd != "avx512" else "avx")  # avx512 without VNNI runs avx2
+    assert macs == 1000 * cpu.num_threads() * {"avx512_vnni": 768, "avx2": 384, "scalar": 192}[path]
+    assert checksum == macs * a * b
+    assert cpu.int8_dot_probe(0, a, b)[:2] == (0, 0)
+    with pytest.raises(ValueError, match="saturation"):
+        cpu.int8_dot_probe(10, 200, 1)
+    with pytest.raises(ValueError, match="iters"):
+        cpu.int8_dot_probe(-1)
+
+
 def test_simd_levels():
     levels = cpu.available_simd_levels()
     assert levels[0] == "scalar" and cpu.detected_simd_level() == levels[-1]
