@@ -9,7 +9,8 @@
   of the probe over 256 MiB then as many matvec calls as read the same bytes, `paired_pct` the
   median of their ratios.
 - prefill (M = 512): the rate in GOP/s, 2*M*N*K / time (multiply-adds count as 2 ops, as for
-  the bf16 GEMM beside it).
+  the bf16 GEMM beside it), and for q8_0/q4_0 its fraction of the peak int8 dot-product rate
+  (`int8_dot_probe`, the same instructions on register operands) measured in the same run.
 - quantize: weights quantized per second, the load-time cost of quantization="q8_0".
 """
 
@@ -25,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_kernels import paired_ratio
-from benchmarks.common import median_time, read_bandwidth, record
+from benchmarks.common import int8_dot_rate, median_time, read_bandwidth, record
 from kernels import cpu
 
 MATVEC_SHAPES = [
@@ -85,7 +86,7 @@ def bench_matvec(n: int, k: int, dtype: str, repeats: int, ceiling: float) -> di
     }
 
 
-def bench_prefill(n: int, k: int, dtype: str, m: int, repeats: int) -> dict:
+def bench_prefill(n: int, k: int, dtype: str, m: int, repeats: int, int8_peak: float) -> dict:
     rng = np.random.default_rng(2)
     w = make_weights(rng, n, k, dtype)
     x = rng.standard_normal((m, k), dtype=np.float32)
@@ -100,7 +101,9 @@ def bench_prefill(n: int, k: int, dtype: str, m: int, repeats: int) -> dict:
         "dtype": dtype,
         "median_s": med,
         "tflops": 2 * m * n * k / med / 1e12,
-        "extra": {"spread_s": spread},
+        # the quantized GEMM runs on int8 dot products: judged against their peak rate
+        "pct_of_ceiling": None if dtype == "bf16" else 100 * 2 * m * n * k / med / int8_peak,
+        "extra": {"spread_s": spread, "int8_peak_GOP/s": int8_peak / 1e9},
     }
 
 
@@ -160,16 +163,20 @@ def main() -> None:
                 f"matvec {dtype:5} N={n:<5} K={k:<5} {r['median_s'] * 1e3:7.3f} ms {r['gbps']:6.1f} GB/s "
                 f"= {r['pct_of_ceiling'] / 100:.2f} of ceiling   paired: {r['paired_pct'] / 100:.2f}"
             )
+    int8_peak = int8_dot_rate() if "prefill" in args.only else 0.0
+    if int8_peak:
+        print(f"int8 dot-product peak: {int8_peak / 1e9:.0f} GOP/s")
     for n, k in PREFILL_SHAPES if "prefill" in args.only else []:
         for dtype in DTYPES:
             r = emit(
                 "quant_prefill",
-                bench_prefill(n, k, dtype, args.prefill_m, args.repeats),
+                bench_prefill(n, k, dtype, args.prefill_m, args.repeats, int8_peak),
                 save,
             )
             print(
                 f"prefill {dtype:5} M={args.prefill_m} N={n:<5} K={k:<5} {r['median_s'] * 1e3:8.2f} ms "
                 f"{r['tflops'] * 1e3:6.1f} GOP/s"
+                + ("" if dtype == "bf16" else f" = {r['pct_of_ceiling'] / 100:.2f} of the int8 peak")
             )
     for fmt in ("q8_0", "q4_0") if "quantize" in args.only else []:
         r = emit("quantize", bench_quantize(fmt, args.repeats), save)

@@ -247,20 +247,25 @@ void dequantize_py(const py::array &data, const std::string &fmt,
   dequantize_blocks(dp, N, K, f, op);
 }
 
-void linear_quant_py(const py::array &x, const py::array &w,
-                     const std::string &fmt, const std::optional<py::array> &bias,
-                     const py::array &out) {
+void linear_quant_py(const py::array &x, const std::vector<py::array> &ws,
+                     const std::string &fmt,
+                     const std::vector<std::optional<py::array>> &biases,
+                     const std::vector<py::array> &outs) {
   const QuantFormat f = parse_format(fmt);
   const float *xp = checked<float>(x, "x", 2);
   const int64_t M = x.shape(0), K = x.shape(1);
   check_k(K, "x");
-  const uint8_t *wp = checked<uint8_t>(w, "w", 2);
-  const int64_t N = w.shape(0);
-  expect_dim(w, "w", 1, quant_row_bytes(f, K));
-  const float *bp = checked_bias(bias, N);
-  float *op = checked_out(out, M, N);
+  if (ws.empty() || biases.size() != ws.size() || outs.size() != ws.size())
+    fail("linear_quant: need one bias (or None) and one out per weight");
+  std::vector<QuantLinearPart> parts;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const uint8_t *wp = checked<uint8_t>(ws[i], "w", 2);
+    const int64_t N = ws[i].shape(0);
+    expect_dim(ws[i], "w", 1, quant_row_bytes(f, K));
+    parts.push_back({wp, N, checked_bias(biases[i], N), checked_out(outs[i], M, N)});
+  }
   py::gil_scoped_release nogil;
-  linear_quant(xp, M, K, wp, f, N, bp, op);
+  linear_quant_multi(xp, M, K, f, parts.data(), int(parts.size()));
 }
 
 } // namespace
@@ -303,8 +308,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("quantize", &quantize_py, py::arg("w"), py::arg("fmt"), py::arg("out"));
   m.def("dequantize", &dequantize_py, py::arg("data"), py::arg("fmt"),
         py::arg("out"));
-  m.def("linear_quant", &linear_quant_py, py::arg("x"), py::arg("w"),
-        py::arg("fmt"), py::arg("bias"), py::arg("out"));
+  m.def("linear_quant", &linear_quant_py, py::arg("x"), py::arg("ws"),
+        py::arg("fmt"), py::arg("biases"), py::arg("outs"));
   m.def("simd_level", [] { return std::string(level_name(active_level())); });
   m.def("detected_simd_level",
         [] { return std::string(level_name(detected_level())); });

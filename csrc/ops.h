@@ -74,4 +74,18 @@ void dequantize_blocks(const uint8_t *data, int64_t N, int64_t K,
 void linear_quant(const float *x, int64_t M, int64_t K, const uint8_t *w,
                   QuantFormat fmt, int64_t N, const float *bias, float *out);
 
+// One weight matrix of a linear_quant_multi call: out[M, N] = x @ w^T + bias.
+struct QuantLinearPart {
+  const uint8_t *w;
+  int64_t N;
+  const float *bias; // may be null
+  float *out;
+};
+// linear_quant for several matrices that read the same x (q/k/v, gate/up):
+// x is quantized once and one thread team splits all their rows, so small
+// matrices share the start-up cost. Each part's output equals linear_quant's
+// bit for bit.
+void linear_quant_multi(const float *x, int64_t M, int64_t K, QuantFormat fmt,
+                        const QuantLinearPart *parts, int num_parts);
+
 } // namespace hearth

@@ -127,13 +127,22 @@ Kernels kernels_scalar() {
 
 void linear_quant(const float *x, int64_t M, int64_t K, const uint8_t *w,
                   QuantFormat fmt, int64_t N, const float *bias, float *out) {
-  if (M == 0 || N == 0)
+  const QuantLinearPart part{w, N, bias, out};
+  linear_quant_multi(x, M, K, fmt, &part, 1);
+}
+
+void linear_quant_multi(const float *x, int64_t M, int64_t K, QuantFormat fmt,
+                        const QuantLinearPart *parts, int num_parts) {
+  int64_t total = 0; // rows of all parts, laid end to end
+  for (int i = 0; i < num_parts; ++i)
+    total += parts[i].N;
+  if (M == 0 || total == 0)
     return;
   static thread_local qk::Workspace ws;
   const int nb = int(K / qk::kBlock);
   const qk::QuantX xq = ws.get(M, (nb + qk::kSuper - 1) / qk::kSuper);
   const qk::Kernels &kn = qk::kernels_for(active_level());
-  const bool par = M * N * K >= qk::kParallelMin;
+  const bool par = M * total * K >= qk::kParallelMin;
   // A few rows of x (decode) are quantized before the threads start: one
   // barrier less inside the region, for work too small to share.
   const bool x_first = !par || M < 4;
@@ -148,9 +157,17 @@ void linear_quant(const float *x, int64_t M, int64_t K, const uint8_t *w,
         qk::quantize_x_row(x + m * K, int(K), xq, int(m));
     }
     size_t lo, hi; // 16 columns: threads never share a line of out
-    split_range(size_t(N), omp_get_num_threads(), omp_get_thread_num(), 16,
+    split_range(size_t(total), omp_get_num_threads(), omp_get_thread_num(), 16,
                 &lo, &hi);
-    qk::sweep(kn, fmt, xq, M, nb, w, N, int64_t(lo), int64_t(hi), bias, out);
+    int64_t base = 0; // this thread's rows [lo, hi), part by part
+    for (int i = 0; i < num_parts; ++i) {
+      const QuantLinearPart &p = parts[i];
+      const int64_t a = std::max<int64_t>(int64_t(lo) - base, 0);
+      const int64_t b = std::min<int64_t>(int64_t(hi) - base, p.N);
+      if (a < b)
+        qk::sweep(kn, fmt, xq, M, nb, p.w, p.N, a, b, p.bias, p.out);
+      base += p.N;
+    }
   }
 }
 

@@ -51,6 +51,11 @@ class Backend(ABC):
     def linear(self, x: Array, w: Array, bias: Array | None = None) -> Array:
         """x [M, K] @ w[N, K].T + bias -> float32 [M, N]; w a weight or a quantized matrix."""
 
+    def linear_many(self, x: Array, ws: tuple[Array, ...], biases: tuple[Array | None, ...]) -> list[Array]:
+        """[linear(x, w, b) for w, b in zip(ws, biases)]: the projections that read the same
+        input (q/k/v, gate/up). A backend may run them as one fused call."""
+        return [self.linear(x, w, b) for w, b in zip(ws, biases, strict=True)]
+
     @abstractmethod
     def rms_norm(self, x: Array, weight: Array, eps: float) -> Array:
         """Row-wise RMSNorm of x [M, D] times weight [D]."""

@@ -66,6 +66,12 @@ class CPUBackend(Backend):
             return K.linear_quant(x, w.data, w.fmt, bias)
         return K.linear(x, w, bias)
 
+    def linear_many(self, x, ws, biases):
+        fmt = ws[0].fmt if isinstance(ws[0], QuantizedMatrix) else None
+        if fmt is not None and all(isinstance(w, QuantizedMatrix) and w.fmt == fmt for w in ws):
+            return K.linear_quant_many(x, [w.data for w in ws], fmt, biases)
+        return super().linear_many(x, ws, biases)
+
     def rms_norm(self, x, weight, eps):
         return K.rms_norm(x, weight, eps)
 

@@ -149,8 +149,7 @@ class LlamaForCausalLM:
                 x = be.add_rms_norm(hidden, residual, layer.input_norm, c.rms_norm_eps)
             hidden = self._attention(layer, x, batch, kv_caches[i])
             x = be.add_rms_norm(hidden, residual, layer.post_norm, c.rms_norm_eps)
-            gate = be.linear(x, layer.gate, layer.gate_bias)
-            up = be.linear(x, layer.up, layer.up_bias)
+            gate, up = be.linear_many(x, (layer.gate, layer.up), (layer.gate_bias, layer.up_bias))
             hidden = be.linear(be.silu_and_mul(gate, up), layer.down, layer.down_bias)
         if batch.logits_indices.shape[0] == 0:  # a step of prefill chunks that sample nothing
             return hidden[:0, :0]
@@ -163,9 +162,10 @@ class LlamaForCausalLM:
                    kv_cache: tuple[Array, Array]) -> Array:
         be, c = self.backend, self.config
         num_tokens = x.shape[0]
-        q = be.linear(x, layer.q, layer.q_bias).reshape(num_tokens, c.num_attention_heads, c.head_dim)
-        k = be.linear(x, layer.k, layer.k_bias).reshape(num_tokens, c.num_key_value_heads, c.head_dim)
-        v = be.linear(x, layer.v, layer.v_bias).reshape(num_tokens, c.num_key_value_heads, c.head_dim)
+        q, k, v = be.linear_many(x, (layer.q, layer.k, layer.v), (layer.q_bias, layer.k_bias, layer.v_bias))
+        q = q.reshape(num_tokens, c.num_attention_heads, c.head_dim)
+        k = k.reshape(num_tokens, c.num_key_value_heads, c.head_dim)
+        v = v.reshape(num_tokens, c.num_key_value_heads, c.head_dim)
         if layer.q_norm is not None:
             q = be.rms_norm(q.reshape(-1, c.head_dim), layer.q_norm, c.rms_norm_eps).reshape(q.shape)
             k = be.rms_norm(k.reshape(-1, c.head_dim), layer.k_norm, c.rms_norm_eps).reshape(k.shape)

@@ -29,6 +29,7 @@ __all__ = [
     "int8_dot_probe",
     "linear",
     "linear_quant",
+    "linear_quant_many",
     "memory_read_probe",
     "num_threads",
     "paged_attention",
@@ -69,6 +70,16 @@ def _check(a, name: str, dtypes, shape: tuple) -> np.ndarray:
     return a
 
 
+def _arrays(*named) -> None:
+    """The cheap half of validation for the per-token ops: each argument is a 2-D-or-more numpy
+    array. The binding checks the rest (dtype, exact shape, contiguity, writability, index
+    ranges), naming the argument, at a fraction of the cost of doing it here: a decode step
+    calls these a few hundred times, and checks in Python cost more than the kernels."""
+    for a, name in zip(named[::2], named[1::2], strict=True):
+        if not isinstance(a, np.ndarray):
+            raise ValueError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+
+
 def _out(out, shape: tuple, name: str = "out") -> np.ndarray:
     """Allocate a float32 output, or check the caller's one."""
     if out is None:
@@ -86,16 +97,20 @@ def linear(
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """out[M, N] = x[M, K] @ w[N, K].T + bias[N]; w is float32 or bfloat16."""
-    _check(x, "x", F32, (None, None))
-    m, k = x.shape
-    _check(w, "w", (F32, BF16), (None, k))
-    n = w.shape[0]
-    if bias is not None:
-        _check(bias, "bias", F32, (n,))
-    out = _out(out, (m, n))
-    if np.may_share_memory(out, x) or np.may_share_memory(out, w):
+    for a, name in ((x, "x"), (w, "w")):  # lean: the binding checks shapes (see _arrays)
+        if not isinstance(a, np.ndarray) or a.ndim != 2:
+            _check(a, name, (F32,) if name == "x" else (F32, BF16), (None, None))
+    if w.dtype == BF16:
+        w_bits = w.view(np.uint16)
+    elif w.dtype == F32:
+        w_bits = w
+    else:
+        raise ValueError(f"w must have dtype float32 or bfloat16, got {w.dtype}")
+    if out is None:
+        out = np.empty((x.shape[0], w.shape[0]), dtype=F32)
+    elif np.may_share_memory(out, x) or np.may_share_memory(out, w):
         raise ValueError("out must not overlap x or w")
-    _C.linear(x, w.view(np.uint16) if w.dtype == BF16 else w, bias, out)
+    _C.linear(x, w_bits, bias, out)
     return out
 
 
@@ -103,9 +118,9 @@ def rms_norm(
     x: np.ndarray, weight: np.ndarray, eps: float, out: np.ndarray | None = None
 ) -> np.ndarray:
     """out = x / sqrt(mean(x**2, -1) + eps) * weight, for x[M, D]."""
-    _check(x, "x", F32, (None, None))
-    _check(weight, "weight", F32, (x.shape[1],))
-    out = _out(out, x.shape)
+    _arrays(x, "x", weight, "weight")
+    if out is None:
+        out = np.empty(x.shape, dtype=F32)
     _C.rms_norm(x, weight, float(eps), out)
     return out
 
@@ -120,12 +135,9 @@ def add_rms_norm(
     """residual += x (in place); out = rms_norm(residual) * weight.
 
     ``out`` may be ``x`` itself."""
-    _check(x, "x", F32, (None, None))
-    _check(residual, "residual", F32, x.shape)
-    if not residual.flags.writeable:
-        raise ValueError("residual must be writable")
-    _check(weight, "weight", F32, (x.shape[1],))
-    out = _out(out, x.shape)
+    _arrays(x, "x", residual, "residual", weight, "weight")
+    if out is None:
+        out = np.empty(x.shape, dtype=F32)
     _C.add_rms_norm(x, residual, weight, float(eps), out)
     return out
 
@@ -133,31 +145,19 @@ def add_rms_norm(
 def rope(
     x: np.ndarray, positions: np.ndarray, cos: np.ndarray, sin: np.ndarray
 ) -> None:
-    """Rotate-half RoPE in place on x[T, H, D]; cos, sin are [max_pos, D//2]."""
-    _check(x, "x", F32, (None, None, None))
-    t, _, d = x.shape
-    if d % 2:
-        raise ValueError(f"head_dim must be even, got {d}")
-    if not x.flags.writeable:
-        raise ValueError("x must be writable")
-    _check(positions, "positions", I64, (t,))
-    _check(cos, "cos", F32, (None, d // 2))
-    _check(sin, "sin", F32, cos.shape)
-    if t and (positions.min() < 0 or positions.max() >= cos.shape[0]):
-        raise ValueError(
-            f"positions must be in [0, {cos.shape[0]}), got "
-            f"[{positions.min()}, {positions.max()}]"
-        )
+    """Rotate-half RoPE in place on x[T, H, D] (float32, writable); positions
+    is int64 [T], each in [0, max_pos); cos, sin are float32 [max_pos, D//2]."""
+    _arrays(x, "x", positions, "positions", cos, "cos", sin, "sin")
     _C.rope(x, positions, cos, sin)
 
 
 def silu_and_mul(
     gate: np.ndarray, up: np.ndarray, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """out = silu(gate) * up, all [M, I]."""
-    _check(gate, "gate", F32, (None, None))
-    _check(up, "up", F32, gate.shape)
-    out = _out(out, gate.shape)
+    """out = silu(gate) * up, all float32 [M, I]."""
+    _arrays(gate, "gate", up, "up")
+    if out is None:
+        out = np.empty(gate.shape, dtype=F32)
     _C.silu_and_mul(gate, up, out)
     return out
 
@@ -179,18 +179,9 @@ def reshape_and_cache(
 ) -> None:
     """k_cache.reshape(-1, Hk, D)[slot_mapping[t]] = k[t] (same for v).
 
-    Slots < 0 are padding and skipped; caches are [blocks, block_size, Hk, D]."""
-    _check(k, "k", F32, (None, None, None))
-    _check(v, "v", F32, k.shape)
-    t, hk, d = k.shape
-    _check(k_cache, "k_cache", F32, (None, None, hk, d))
-    _check(v_cache, "v_cache", F32, k_cache.shape)
-    _check(slot_mapping, "slot_mapping", I64, (t,))
-    num_slots = k_cache.shape[0] * k_cache.shape[1]
-    if t and slot_mapping.max() >= num_slots:
-        raise ValueError(
-            f"slot_mapping has slot {slot_mapping.max()} >= {num_slots} slots"
-        )
+    k, v are float32 [T, Hk, D]; caches are float32 [blocks, block_size, Hk,
+    D]; slot_mapping is int64 [T], slots < 0 are padding and skipped."""
+    _arrays(k, "k", v, "v", k_cache, "k_cache", v_cache, "v_cache", slot_mapping, "slot_mapping")
     _C.reshape_and_cache(k, v, k_cache, v_cache, slot_mapping)
 
 
@@ -209,19 +200,13 @@ def paged_attention(
     Sequence s owns tokens query_start_loc[s]:query_start_loc[s+1] of q; its
     i-th token sits at position seq_lens[s] - q_len + i and attends to key
     positions 0..that position, found through block_tables[s]. Serves
-    prefill, chunked prefill and decode in one batch. Hq % Hk == 0 (GQA)."""
-    _check(q, "q", F32, (None, None, None))
-    _t, hq, d = q.shape
-    _check(k_cache, "k_cache", F32, (None, None, None, d))
-    _check(v_cache, "v_cache", F32, k_cache.shape)
-    hk = k_cache.shape[2]
-    if hk == 0 or hq % hk:
-        raise ValueError(f"num_q_heads {hq} must be a multiple of num_kv_heads {hk}")
-    _check(block_tables, "block_tables", I32, (None, None))
-    s = block_tables.shape[0]
-    _check(seq_lens, "seq_lens", I32, (s,))
-    _check(query_start_loc, "query_start_loc", I32, (s + 1,))
-    out = _out(out, q.shape)
+    prefill, chunked prefill and decode in one batch. Hq % Hk == 0 (GQA).
+    q and the caches are float32, the metadata int32; the binding checks
+    every shape and index before anything is written."""
+    _arrays(q, "q", k_cache, "k_cache", v_cache, "v_cache", block_tables, "block_tables",
+            seq_lens, "seq_lens", query_start_loc, "query_start_loc")
+    if out is None:
+        out = np.empty(q.shape, dtype=F32)
     _C.paged_attention(
         q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, float(scale), out
     )
@@ -325,8 +310,31 @@ def linear_quant(
         out = np.empty((x.shape[0], w.shape[0]), dtype=F32)
     elif np.may_share_memory(out, x) or np.may_share_memory(out, w):
         raise ValueError("out must not overlap x or w")
-    _C.linear_quant(x, w, fmt, bias, out)
+    _C.linear_quant(x, [w], fmt, [bias], [out])
     return out
+
+
+def linear_quant_many(
+    x: np.ndarray,
+    ws: list[np.ndarray] | tuple[np.ndarray, ...],
+    fmt: str,
+    biases: list[np.ndarray | None] | tuple[np.ndarray | None, ...] | None = None,
+) -> list[np.ndarray]:
+    """[linear_quant(x, w, fmt, b) for w, b in zip(ws, biases)], bit for bit,
+    in one call: x is quantized once and the threads split the rows of all
+    the matrices together, which is what makes q/k/v or gate/up of a small
+    model cheap at decode (one start-up instead of one per matrix)."""
+    fmt = (
+        fmt if fmt.__class__ is str and fmt in QUANT_BLOCK_BYTES else _quant_format(fmt)
+    )
+    if not isinstance(x, np.ndarray) or x.ndim != 2:
+        _check(x, "x", F32, (None, None))
+    for w in ws:
+        if not isinstance(w, np.ndarray) or w.ndim != 2:
+            _check(w, "w", U8, (None, None))
+    outs = [np.empty((x.shape[0], w.shape[0]), dtype=F32) for w in ws]
+    _C.linear_quant(x, list(ws), fmt, [None] * len(ws) if biases is None else list(biases), outs)
+    return outs
 
 
 def simd_level() -> str:

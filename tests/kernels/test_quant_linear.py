@@ -243,13 +243,38 @@ def test_linear_quant_errors(rng):
 def test_binding_validates_too(rng):
     x, w, out = randn(rng, 2, 64), random_quantized(rng, 5, 64, "q4_0"), poison((2, 5))
     with pytest.raises(ValueError, match="multiple of 32"):
-        cpu._C.linear_quant(randn(rng, 2, 40), w, "q4_0", None, out)
+        cpu._C.linear_quant(randn(rng, 2, 40), [w], "q4_0", [None], [out])
     with pytest.raises(ValueError, match="w has shape"):
-        cpu._C.linear_quant(x, w, "q8_0", None, out)
+        cpu._C.linear_quant(x, [w], "q8_0", [None], [out])
     with pytest.raises(ValueError, match="fmt"):
-        cpu._C.linear_quant(x, w, "q4_k", None, out)
+        cpu._C.linear_quant(x, [w], "q4_k", [None], [out])
     with pytest.raises(ValueError, match="dtype"):
-        cpu._C.linear_quant(x, w.view(np.int8), "q4_0", None, out)
+        cpu._C.linear_quant(x, [w.view(np.int8)], "q4_0", [None], [out])
+    with pytest.raises(ValueError, match="one bias"):
+        cpu._C.linear_quant(x, [w, w], "q4_0", [None], [out, out])
+    with pytest.raises(ValueError, match="one bias"):
+        cpu._C.linear_quant(x, [], "q4_0", [], [])
+    with pytest.raises(ValueError, match="out has shape"):
+        cpu._C.linear_quant(x, [w, random_quantized(rng, 7, 64, "q4_0")], "q4_0", [None, None], [out, out])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("m", [1, 3, 6, 40])
+def test_many_matrices_in_one_call_equal_one_at_a_time(simd, rng, m, fmt):
+    """q/k/v-like parts of different heights (some tiny, one not a multiple of 16), with and
+    without biases: each output bit-equal to its own linear_quant call."""
+    k = 224
+    x = randn(rng, m, k)
+    heights = [int(n) for n in rng.integers(1, 300, size=3)] + [7, 1000]
+    ws = [random_quantized(rng, n, k, fmt) for n in heights]
+    biases = [randn(rng, n) if i % 2 else None for i, n in enumerate(heights)]
+    outs = cpu.linear_quant_many(x, ws, fmt, biases)
+    assert [o.shape for o in outs] == [(m, n) for n in heights]
+    for out, w, b in zip(outs, ws, biases, strict=True):
+        np.testing.assert_array_equal(out, cpu.linear_quant(x, w, fmt, b))
+    assert_matches_oracle(outs[-1], x, ws[-1], fmt, biases[-1])
+    for out, w in zip(cpu.linear_quant_many(x, ws, fmt), ws, strict=True):  # biases omitted
+        np.testing.assert_array_equal(out, cpu.linear_quant(x, w, fmt))
 
 
 def guarded_bytes(nbytes: int) -> np.ndarray:
