@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+
+def pytest_configure(config):
+    """GPU kernels run in the CPU interpreters (Triton's, Numba's CUDA simulator) unless the run
+    selects the device tests (`pytest -m gpu`). Both read their switch when first imported, so it
+    is set here, before any test module is collected."""
+    if (config.option.markexpr or "").strip() != "gpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+        os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 
 @pytest.fixture(scope="session")

@@ -32,3 +32,25 @@ def rng(request):
     print(f"{request.node.nodeid}: HEARTH_TEST_SEED={seed}")
     request.node.user_properties.append(("seed", seed))
     return np.random.default_rng(seed)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need a real device and Triton compiling for it: skipped (with the
+    reason) in the interpreter runs that CI makes."""
+    from kernels.triton.launch import interpreting
+
+    reason = None
+    if interpreting():
+        reason = "GPU kernels run in the interpreter in this session; `pytest -m gpu` runs these"
+    else:
+        try:
+            import cupy
+
+            if not cupy.cuda.is_available():
+                reason = "no CUDA device"
+        except ImportError:
+            reason = "cupy is not installed"
+    if reason:
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
