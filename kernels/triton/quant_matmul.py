@@ -252,6 +252,25 @@ def _check_packed(packed: Any) -> tuple[int, int, bool]:
     return n, k, q4
 
 
+def matvec_plan(
+    m: int, n: int, k: int, split_k: int | None = None
+) -> tuple[int, int, int, int, int]:
+    """The matvec path's (BLOCK_M, BLOCK_N, BLOCK_K, K iterations per split, splits) for an
+    [m, k] x [n, k] product; `split_k` None picks enough programs to fill the GPU."""
+    bm = triton.next_power_of_2(m)
+    # Keep BLOCK_M * BLOCK_N * BLOCK_K (the broadcast product) near 8K fp32 values: 64 registers
+    # a thread at 4 warps. Long K tiles for M = 1 give each row 256-byte (q8_0) loads.
+    bk = 256 if bm <= 2 else 128 if bm <= 4 else 64
+    bn = 16 if bm <= 4 else 8
+    iters = cdiv(k, bk)
+    if split_k is None:  # >= 4 K tiles a split, so the partials' round trip stays small
+        split_k = max(1, min(iters // 4, cdiv(2 * _sm_count(), cdiv(n, bn))))
+    if not isinstance(split_k, int) or split_k < 1:
+        raise ValueError(f"split_k must be a positive int, got {split_k!r}")
+    per_split = cdiv(iters, min(split_k, iters))
+    return bm, bn, bk, per_split, cdiv(iters, per_split)  # no split left without work
+
+
 def quant_linear(
     x: Any,
     packed: PackedWeight,
@@ -323,19 +342,8 @@ def quant_linear(
             num_stages=3,
         )
         return out
-    bm = triton.next_power_of_2(m)
-    # Keep BLOCK_M * BLOCK_N * BLOCK_K (the broadcast product) near 8K fp32 values: 64 registers
-    # a thread at 4 warps. Long K tiles for M = 1 give each row 256-byte (q8_0) loads.
-    bk = 256 if bm <= 2 else 128 if bm <= 4 else 64
-    bn = 16 if bm <= 4 else 8
-    iters = cdiv(k, bk)
+    bm, bn, bk, per_split, split_k = matvec_plan(m, n, k, split_k)
     programs_n = cdiv(n, bn)
-    if split_k is None:
-        split_k = max(1, min(iters // 4, cdiv(2 * _sm_count(), programs_n)))
-    if not isinstance(split_k, int) or split_k < 1:
-        raise ValueError(f"split_k must be a positive int, got {split_k!r}")
-    per_split = cdiv(iters, min(split_k, iters))
-    split_k = cdiv(iters, per_split)  # no split left without work
     ws = empty((split_k, m, n), "float32", like=x) if split_k > 1 else out
     _matvec_kernel[(programs_n, split_k)](
         ptr(x),
