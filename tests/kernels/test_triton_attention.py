@@ -10,6 +10,7 @@ from tolerances import assert_close
 
 from kernels import reference as ref
 from kernels.triton.decode_attention import decode_attention, decode_workspace_size
+from kernels.triton.prefill_attention import prefill_attention
 
 TOL_KEY = {
     "float32": "float32",
@@ -178,3 +179,94 @@ def test_decode_attention_errors(rng):
         )
     with pytest.raises(ValueError, match="CuPy array"):
         decode_attention(np.zeros((2, 4, 16), np.float32), k, v, tables, lens, 0.25)
+
+
+# ----------------------------------------------------------------------------------- prefill
+
+
+def _check_prefill(rng, seqs, hq, hk, d, block_size, dtype):
+    """seqs: (q_len, seq_len) per sequence; the queries are the last q_len positions."""
+    q_lens = [ql for ql, _ in seqs]
+    seq_lens = [sl for _, sl in seqs]
+    (k, v, tables, lens), (k64, v64, _, _) = _paged_cache(
+        rng, seq_lens, hk, d, block_size, dtype
+    )
+    qsl = np.concatenate([[0], np.cumsum(q_lens)]).astype(np.int32)
+    t = int(qsl[-1])
+    q = rng.standard_normal((t, hq, d)).astype(np.float32) * 2
+    scale = d**-0.5
+    want = ref.paged_attention(
+        rounded(q, dtype), k64, v64, to_host(tables), to_host(lens), qsl, scale
+    )
+    out = poisoned((t, hq, d), dtype)
+    got = prefill_attention(
+        to_device(q, dtype), k, v, tables, lens, to_device(qsl), scale, out=out
+    )
+    assert got is out
+    assert_close(
+        to_host(got),
+        want,
+        TOL_KEY[dtype],
+        msg=f"seqs={seqs} hq={hq} hk={hk} d={d} bs={block_size}",
+    )
+
+
+# (q_len, seq_len): fresh prefills (q_len == seq_len) across query-tile boundaries, chunked
+# prefill / prefix hits (q_len < seq_len), a decode token in the batch, an empty sequence.
+PREFILL_SEQS = [(13, 13), (5, 40), (1, 1), (0, 9), (20, 37), (1, 18), (33, 33)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("heads", DECODE_HEADS)
+def test_prefill_attention(rng, dtype, heads):
+    hq, hk, d, bs = heads
+    _check_prefill(rng, PREFILL_SEQS, hq, hk, d, bs, dtype)
+
+
+def test_prefill_attention_single_sequence(rng):
+    _check_prefill(rng, [(7, 7)], 4, 4, 32, 16, "float32")
+    _check_prefill(rng, [(17, 50)], 4, 1, 16, 4, "bfloat16")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("heads", MODEL_HEADS)
+def test_prefill_attention_model_shapes(rng, dtype, heads):
+    hq, hk, d = heads
+    _check_prefill(rng, [(8192, 8192)], hq, hk, d, 16, dtype)  # one long prompt
+    _check_prefill(rng, [(512, 4096), (1000, 1000), (1, 300)], hq, hk, d, 16, dtype)
+    lens = _model_lens(rng, 16, 2048)  # chunked prefill of 16 sequences
+    seqs = [(int(rng.integers(1, n + 1)), n) for n in lens]
+    _check_prefill(rng, seqs, hq, hk, d, 16, dtype)
+
+
+def test_prefill_attention_errors(rng):
+    (k, v, tables, lens), _ = _paged_cache(rng, [5, 9], 2, 16, 4, "float32")
+    qsl = to_device(np.array([0, 2, 5], np.int32))
+    q = to_device(rng.standard_normal((5, 4, 16)).astype(np.float32))
+    with pytest.raises(ValueError, match="v_cache must have dtype"):
+        prefill_attention(
+            q, k, to_device(to_host(v), "bfloat16"), tables, lens, qsl, 0.25
+        )
+    with pytest.raises(ValueError, match="head_dim"):
+        q32 = to_device(rng.standard_normal((5, 4, 32)).astype(np.float32))
+        prefill_attention(q32, k, v, tables, lens, qsl, 0.25)
+    with pytest.raises(ValueError, match="multiple of k_cache heads"):
+        q3 = to_device(rng.standard_normal((5, 3, 16)).astype(np.float32))
+        prefill_attention(q3, k, v, tables, lens, qsl, 0.25)
+    with pytest.raises(ValueError, match="query_start_loc must have 3"):
+        prefill_attention(
+            q, k, v, tables, lens, to_device(np.array([0, 5], np.int32)), 0.25
+        )
+    with pytest.raises(ValueError, match="query_start_loc must have dtype"):
+        prefill_attention(q, k, v, tables, lens, to_device(np.array([0, 2, 5])), 0.25)
+    with pytest.raises(ValueError, match="block_tables must have one row"):
+        prefill_attention(q, k, v, tables[:1], lens, qsl, 0.25)
+    with pytest.raises(ValueError, match="out must have shape"):
+        prefill_attention(
+            q, k, v, tables, lens, qsl, 0.25, out=poisoned((4, 4, 16), "float32")
+        )
+    with pytest.raises(ValueError, match="q must be 3-D"):
+        prefill_attention(
+            to_device(np.zeros((5, 64), np.float32)), k, v, tables, lens, qsl, 0.25
+        )
