@@ -165,3 +165,82 @@ def dequantize(data, fmt: str) -> np.ndarray:
 def linear_quant(x, w, fmt: str, bias=None) -> np.ndarray:
     """x[M, K] @ dequantize(w)[N, K].T + bias[N], in float64 with x as given (not quantized)."""
     return linear(x, dequantize(w, fmt), bias)
+
+
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(a, c: int):
+    return ((a * (c & 0xFFFF)) + (((a * (c >> 16)) & 0xFFFF) << 16)) & _M32
+
+
+def _mix32(x):
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def sampling_uniform(seeds, steps) -> np.ndarray:
+    """The GPU sampler's uniform in [0, 1) for each (seed, step): lowbias32 hashes chained over
+    the 32-bit halves of seed and step, 53 bits (int64 arithmetic, as in the kernel)."""
+    seeds, steps = np.asarray(seeds, np.int64), np.asarray(steps, np.int64)
+    h = _mix32(((seeds >> 32) & _M32) ^ 0x9E3779B9)
+    h = _mix32((seeds & _M32) ^ h)
+    h = _mix32(((steps >> 32) & _M32) ^ h)
+    h = _mix32((steps & _M32) ^ h)
+    h2 = _mix32(h ^ 0x85EBCA6B)
+    return (h.astype(np.float64) * 2097152.0 + (h2 >> 11).astype(np.float64)) / 2.0**53
+
+
+def sampling_distribution(
+    logits,
+    temperature: float,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+    repetition_penalty: float = 1.0,
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
+    output_counts=None,
+    prompt_mask=None,
+    logit_bias=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One row's final distribution: candidate ids best first (logit descending, lower id first)
+    and their probabilities (summing to 1). Penalties over the dense output_counts [V] and
+    prompt_mask [V], then logit_bias [V], temperature, min-p, top-k, top-p, as engine.sampler.
+    Greedy (temperature 0 or top_k 1): the argmax of the penalized logits, probability 1."""
+    x = _f64(logits).copy()
+    x[np.isnan(x)] = -np.inf
+    if output_counts is not None:
+        c = np.asarray(output_counts)
+        seen = (c > 0) | np.asarray(prompt_mask, bool)
+        x[seen] = np.where(
+            x[seen] > 0, x[seen] / repetition_penalty, x[seen] * repetition_penalty
+        )
+        x[c > 0] -= frequency_penalty * c[c > 0] + presence_penalty
+    if logit_bias is not None:
+        x = x + _f64(logit_bias)
+    if temperature == 0 or top_k == 1:
+        return np.array([int(np.argmax(x))]), np.ones(1)
+    y = (x - x.max()) / temperature
+    p = np.exp(y)
+    p[p < min_p] = 0.0
+    order = np.lexsort((np.arange(len(y)), -y))  # best first, lower id first on ties
+    order = order[p[order] > 0]
+    if 0 < top_k < len(order):
+        order = order[:top_k]
+    probs = p[order]
+    if top_p < 1.0:
+        keep = (
+            int(np.searchsorted(np.cumsum(probs), top_p * probs.sum(), side="left")) + 1
+        )
+        order, probs = order[:keep], probs[:keep]
+    return order, probs / probs.sum()
+
+
+def sampling_draw(ids: np.ndarray, probs: np.ndarray, u: float) -> int:
+    """Inverse-CDF draw over candidates in their best-first order with one uniform u."""
+    pos = int(np.searchsorted(np.cumsum(probs), u * probs.sum(), side="right"))
+    return int(ids[min(pos, len(ids) - 1)])

@@ -92,10 +92,13 @@ def full(shape: tuple[int, ...], value: Any, dtype: str, like: Any) -> Any:
 
 
 def arg(a: Any) -> Any:
-    """`a` as a kernel argument: a zero-copy Numba device array view of a CuPy array; numpy
-    arrays pass through under the simulator (the kernel writes into them in place)."""
+    """`a` as a kernel argument: a zero-copy Numba device array view of a CuPy array. Under the
+    simulator a numpy array is wrapped, not copied: the simulator would copy a bare numpy
+    argument in and out, which breaks two arguments that view the same memory."""
     if is_simulating():
-        return a
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        return FakeCUDAArray(a)
     from numba import cuda
 
     return cuda.as_cuda_array(a, sync=False)
