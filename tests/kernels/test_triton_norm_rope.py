@@ -77,22 +77,24 @@ def test_rms_norm_mixed_dtypes_and_in_place(rng):
     ) == (2, 7)
 
 
-def _check_add_rms_norm(rng, m, cols, dtype, res_dtype=None, out_is_x=False):
-    res_dtype = res_dtype or dtype
+def _check_add_rms_norm(
+    rng, m, cols, dtype, res_dtype=None, out_is_x=False, out_dtype=None
+):
+    res_dtype, out_dtype = res_dtype or dtype, out_dtype or dtype
     x, res = _rows(rng, m, cols), _rows(rng, m, cols)
     w = rng.uniform(0.5, 1.5, cols).astype(np.float32)
     _, want_res = ref.add_rms_norm(
         rounded(x, dtype), rounded(res, res_dtype), rounded(w, dtype), EPS
     )
     xd, resd = to_device(x, dtype), to_device(res, res_dtype)
-    out = xd if out_is_x else poisoned((m, cols), dtype)
+    out = xd if out_is_x else poisoned((m, cols), out_dtype)
     got = add_rms_norm(xd, resd, to_device(w, dtype), EPS, out=out)
     assert got is out
     msg = f"{m}x{cols} x {dtype} residual {res_dtype} out_is_x={out_is_x}"
     assert_close(to_host(resd), want_res, TOL_KEY[res_dtype], msg=msg)
     # out normalises the residual as stored, in the residual's dtype
     want = ref.rms_norm(to_host(resd), rounded(w, dtype), EPS)
-    assert_close(to_host(got), want, TOL_KEY[dtype], msg=msg)
+    assert_close(to_host(got), want, TOL_KEY[out_dtype], msg=msg)
 
 
 @pytest.mark.parametrize("dtypes", [("float32", None), ("float16", None), ("bfloat16", None),
@@ -102,6 +104,8 @@ def test_add_rms_norm(rng, dtypes):
     for m, cols in [(1, 7), (3, 130), (2, 1000), (2, 5000)]:
         _check_add_rms_norm(rng, m, cols, dtype, res_dtype)
     _check_add_rms_norm(rng, 3, 130, dtype, res_dtype, out_is_x=True)
+    # an fp32 out resolves the residual's rounding: out must normalise the sum as stored
+    _check_add_rms_norm(rng, 3, 130, dtype, res_dtype, out_dtype="float32")
 
 
 def test_rms_norm_errors(rng):
@@ -318,39 +322,31 @@ def test_rope_and_cache_model_shapes(rng, dtypes):
 # ------------------------------------------------------------------------------ embedding
 
 
-def _check_embedding(rng, table, num_tokens, dtype, out_dtype=None, ids_dtype="int64"):
-    """table: float32 numpy [V, H], rounded to `dtype` here (drawn once by the caller: big at
-    model shapes)."""
+def _check_embedding(
+    rng, table, table_dev, num_tokens, dtype, out_dtype=None, ids_dtype="int64"
+):
+    """table: float64 numpy [V, H] holding `dtype` values, table_dev the same on the device (both
+    made once by the caller: big at model shapes)."""
     vocab, cols = table.shape
-    table = rounded(table, dtype)
     ids = rng.integers(0, vocab, num_tokens)
     ids[: min(2, num_tokens)] = [0, vocab - 1][:num_tokens]  # both ends of the table
     want = rounded(table[ids], out_dtype or dtype)
     out = poisoned((num_tokens, cols), out_dtype or dtype)
-    got = embedding(to_device(table, dtype), to_device(ids.astype(ids_dtype)), out=out)
+    got = embedding(table_dev, to_device(ids.astype(ids_dtype)), out=out)
     assert got is out
-    _assert_cast(
-        to_host(got),
-        want,
-        dtype,
-        out_dtype or dtype,
-        f"V={vocab} H={cols} T={num_tokens}",
-    )
+    msg = f"V={vocab} H={cols} T={num_tokens}"
+    _assert_cast(to_host(got), want, dtype, out_dtype or dtype, msg)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("out_dtype", [None, "float32", "bfloat16"])
 def test_embedding(rng, dtype, out_dtype):
-    for cols, num_tokens in [
-        (7, 1),
-        (130, 3),
-        (1000, 17),
-        (1500, 2),
-    ]:  # 1500: two column blocks
-        table = rng.standard_normal((50, cols)).astype(np.float32)
-        _check_embedding(
-            rng, table, num_tokens, dtype, out_dtype, "int32" if cols == 7 else "int64"
-        )
+    # 1500: two column blocks; int32 ids once
+    for cols, num_tokens in [(7, 1), (130, 3), (1000, 17), (1500, 2)]:
+        table = rounded(rng.standard_normal((50, cols)).astype(np.float32), dtype)
+        ids_dtype = "int32" if cols == 7 else "int64"
+        table_dev = to_device(table, dtype)
+        _check_embedding(rng, table, table_dev, num_tokens, dtype, out_dtype, ids_dtype)
 
 
 def test_embedding_allocates_and_guards(rng):
@@ -389,7 +385,10 @@ def test_embedding_errors(rng):
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_embedding_model_shapes(rng, dtype):
     for vocab, cols in [(128256, 2048), (32000, 4096)]:
-        table = rng.standard_normal((vocab, cols), dtype=np.float32)
+        table = rounded(rng.standard_normal((vocab, cols), dtype=np.float32), dtype)
+        table_dev = to_device(table, dtype)
         for num_tokens in (1, 16, 64, 256):
-            _check_embedding(rng, table, num_tokens, dtype)
-            _check_embedding(rng, table, num_tokens, dtype, out_dtype="float32")
+            _check_embedding(rng, table, table_dev, num_tokens, dtype)
+            _check_embedding(
+                rng, table, table_dev, num_tokens, dtype, out_dtype="float32"
+            )
