@@ -158,15 +158,18 @@ def _decode_combine_kernel(
     mask_s = offs_s < num_splits
     mask_d = offs_d < HEAD_DIM
     lse = tl.load(lse_ptr + row * num_splits + offs_s, mask=mask_s, other=float("-inf"))
-    # Every sequence has >= 1 key, so some split has a finite lse and m is finite.
+    # A padding row (seq_len 0, e.g. a CUDA-graph batch padded up) has no finite lse: m = 0
+    # then keeps every weight 0 and the row's output 0, not NaN.
     m = tl.max(lse, axis=0)
+    m = tl.where(m == float("-inf"), 0.0, m)
     w = tl.exp2(lse - m)  # 0 for empty splits (lse = -inf)
     part = tl.load(
         part_ptr + (row * num_splits + offs_s)[:, None] * HEAD_DIM + offs_d[None, :],
         mask=mask_s[:, None] & mask_d[None, :],
         other=0.0,
     )
-    o = tl.sum(part * w[:, None], axis=0) / tl.sum(w, axis=0)
+    w_sum = tl.sum(w, axis=0)
+    o = tl.sum(part * w[:, None], axis=0) / tl.where(w_sum > 0, w_sum, 1.0)
     tl.store(
         out_ptr + row * HEAD_DIM + offs_d, o.to(out_ptr.dtype.element_ty), mask=mask_d
     )
@@ -223,8 +226,8 @@ def decode_attention(
 
     q [S, Hq, D] (row s is sequence s's newest token, at position seq_lens[s] - 1); k_cache,
     v_cache [num_blocks, block_size, Hk, D] of q's dtype (float32/float16/bfloat16), Hq % Hk == 0;
-    block_tables int32 [S, max_blocks]; seq_lens int32 [S], each in 1..max_blocks * block_size
-    (not checked: reading it would synchronise the device). Returns out [S, Hq, D] in q's dtype.
+    block_tables int32 [S, max_blocks]; seq_lens int32 [S], each in 0..max_blocks * block_size
+    (not checked: reading it would synchronise the device; a 0 row, batch padding, gives 0). Returns out [S, Hq, D] in q's dtype.
 
     num_splits: context splits per sequence (default `choose_num_splits` from the batch and the
     block table's capacity). workspace: a float32 1-D array of at least `decode_workspace_size`
