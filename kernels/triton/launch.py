@@ -15,6 +15,7 @@ serves both.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -79,9 +80,7 @@ def ptr(a: Any, as_dtype: str | None = None) -> Any:
         return DevicePointer(a.data.ptr, triton_dtype(as_dtype or dtype_name(a)))
     if is_torch(a):
         if as_dtype and as_dtype != dtype_name(a):
-            import torch
-
-            return a.view(getattr(torch, as_dtype))
+            return a.view(getattr(_torch(), as_dtype))
         return a
     raise ValueError(f"expected a CuPy array or (interpreter) a torch tensor, got {type(a).__name__}")
 
@@ -89,12 +88,17 @@ def ptr(a: Any, as_dtype: str | None = None) -> Any:
 def empty(shape: tuple[int, ...], dtype: str, like: Any) -> Any:
     """An uninitialised array of `shape`/`dtype` on the same device and library as `like`."""
     if is_torch(like):
-        import torch
-
+        torch = _torch()
         return torch.empty(shape, dtype=getattr(torch, dtype), device=like.device)
     import cupy
 
     return cupy.empty(shape, dtype=_numpy_dtype(dtype))
+
+
+def _torch():
+    """The torch module, only ever reached with a torch tensor in hand (the interpreter tests):
+    it is already loaded then, and hearth itself never imports torch."""
+    return sys.modules["torch"]
 
 
 def _numpy_dtype(name: str):

@@ -1,0 +1,58 @@
+"""The Triton launcher plumbing (kernels/triton/launch.py), without a GPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import triton.language as tl
+
+from kernels.triton import launch
+
+
+def test_triton_dtypes_by_name():
+    assert launch.triton_dtype("bfloat16") is tl.bfloat16
+    assert launch.triton_dtype("float16") is tl.float16
+    assert launch.triton_dtype("uint8") is tl.uint8
+    with pytest.raises(ValueError, match="complex64"):
+        launch.triton_dtype("complex64")
+
+
+def test_device_pointer_is_what_triton_reads():
+    p = launch.DevicePointer(0x7F0000001000, tl.float32)
+    assert p.data_ptr() == 0x7F0000001000 and p.dtype is tl.float32
+
+
+def test_torch_tensors_pass_through_or_are_reinterpreted():
+    t = torch.zeros(4, dtype=torch.int16)
+    assert launch.ptr(t) is t
+    as_bf16 = launch.ptr(t, "bfloat16")
+    assert as_bf16.dtype == torch.bfloat16 and as_bf16.data_ptr() == t.data_ptr()
+    with pytest.raises(ValueError, match="CuPy array"):
+        launch.ptr(np.zeros(4))
+
+
+def test_empty_allocates_like_its_template():
+    t = torch.zeros(2, dtype=torch.float32)
+    out = launch.empty((3, 5), "bfloat16", like=t)
+    assert tuple(out.shape) == (3, 5) and out.dtype == torch.bfloat16 and out.device == t.device
+    assert launch.dtype_name(out) == "bfloat16"
+
+
+def test_check_names_the_argument():
+    t = torch.zeros((2, 3), dtype=torch.float32)
+    launch.check(t, "x", ("float32",), 2)
+    with pytest.raises(ValueError, match="x must have dtype float16"):
+        launch.check(t, "x", ("float16",), 2)
+    with pytest.raises(ValueError, match="x must be 3-D"):
+        launch.check(t, "x", ("float32",), 3)
+    with pytest.raises(ValueError, match="x must be C-contiguous"):
+        launch.check(t.T, "x", ("float32",), 2)
+    with pytest.raises(ValueError, match="x must be a CuPy array"):
+        launch.check([1, 2], "x", ("float32",), 1)
+
+
+def test_interpreter_is_on_in_ci_runs():
+    # the root conftest turns it on for every run but `pytest -m gpu`
+    assert launch.interpreting()
+    assert launch.cdiv(7, 2) == 4 and launch.cdiv(8, 2) == 4
