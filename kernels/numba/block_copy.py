@@ -36,7 +36,7 @@ CACHE_DTYPES = (
 ID_DTYPES = ("int32", "int64")
 
 
-@cuda.jit
+@cuda.jit(cache=True)  # compiled once, kept on disk: a warm start does not recompile
 def _copy_blocks_kernel(k_words, v_words, src_ids, dst_ids):
     pair = cuda.blockIdx.x
     cache = k_words if cuda.blockIdx.y == 0 else v_words

@@ -163,7 +163,7 @@ def _select(ws, wsb, b, t, nt, hist, st, ck, cr, by_mass, target, strict, id_dig
     return pk, pr
 
 
-@cuda.jit
+@cuda.jit(cache=True)  # compiled once, kept on disk: a warm start does not recompile
 def _sample_kernel(
     logits,
     temperature,

@@ -10,6 +10,10 @@ graph on a CuPy stream.
 Under the interpreter (TRITON_INTERPRET=1, how CI runs the kernels without a GPU) the arrays are
 torch CPU tensors and pass through unchanged; `empty` allocates like its template, so one launcher
 serves both.
+
+Compiled kernels are kept in Triton's on-disk cache (TRITON_CACHE_DIR, default ~/.triton/cache),
+keyed by source, signature and target, so a warm start loads them instead of recompiling; the
+Numba kernels use `cuda.jit(cache=True)` for the same reason.
 """
 
 from __future__ import annotations
