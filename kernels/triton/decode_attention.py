@@ -30,6 +30,7 @@ from kernels.triton.launch import (
     empty,
     interpreting,
     is_cupy,
+    output,
     ptr,
     use_cupy_stream,
 )
@@ -253,14 +254,7 @@ def decode_attention(
             f"seq_lens {tuple(seq_lens.shape)} and block_tables "
             f"{tuple(block_tables.shape)} must have one row per q row ({num_seqs})"
         )
-    if out is None:
-        out = empty((num_seqs, hq, head_dim), dtype, like=q)
-    else:
-        check(out, "out", (dtype,), 3)
-        if tuple(out.shape) != (num_seqs, hq, head_dim):
-            raise ValueError(
-                f"out must have shape {(num_seqs, hq, head_dim)}, got {tuple(out.shape)}"
-            )
+    out = output(out, (num_seqs, hq, head_dim), dtype, like=q)
     max_context = int(block_tables.shape[1]) * block_size
     if num_splits is None:
         num_splits = choose_num_splits(num_seqs, hk, max_context, _sm_count(q))

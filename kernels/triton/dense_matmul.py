@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kernels.triton.launch import check, dtype_name, empty, is_torch
+from kernels.triton.launch import check, check_bias, dtype_name, is_torch, output
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -27,16 +27,8 @@ def linear(x: Any, w: Any, bias: Any | None = None, out: Any | None = None) -> A
         raise ValueError(
             f"w must have K={k} columns like x, got shape {tuple(w.shape)}"
         )
-    if bias is not None:
-        check(bias, "bias", FLOAT_DTYPES, 1)
-        if tuple(bias.shape) != (n,):
-            raise ValueError(f"bias must have shape {(n,)}, got {tuple(bias.shape)}")
-    if out is None:
-        out = empty((m, n), dtype, like=x)
-    else:
-        check(out, "out", (dtype,), 2)
-        if tuple(out.shape) != (m, n):
-            raise ValueError(f"out must have shape {(m, n)}, got {tuple(out.shape)}")
+    check_bias(bias, n, FLOAT_DTYPES)
+    out = output(out, (m, n), dtype, like=x)
     if is_torch(x):
         y = x.float() @ w.float().T
         if bias is not None:

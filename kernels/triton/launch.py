@@ -127,6 +127,25 @@ def check(a: Any, name: str, dtypes: tuple[str, ...], ndim: int) -> None:
         raise ValueError(f"{name} must be C-contiguous")
 
 
+def output(out: Any, shape: tuple[int, ...], dtype: str, like: Any, name: str = "out") -> Any:
+    """A launcher's output: a new array of `shape`/`dtype` beside `like` when `out` is None, else
+    `out` itself once checked (contiguous, that dtype, that shape)."""
+    if out is None:
+        return empty(shape, dtype, like=like)
+    check(out, name, (dtype,), len(shape))
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(out.shape)}")
+    return out
+
+
+def check_bias(bias: Any, n: int, dtypes: tuple[str, ...]) -> None:
+    """A linear's optional bias: None, or a contiguous [n] vector of one of `dtypes`."""
+    if bias is not None:
+        check(bias, "bias", dtypes, 1)
+        if tuple(bias.shape) != (n,):
+            raise ValueError(f"bias must have shape {(n,)}, got {tuple(bias.shape)}")
+
+
 _stream_hooked = False
 
 

@@ -25,8 +25,8 @@ import triton.language as tl
 from kernels.triton.launch import (
     check,
     dtype_name,
-    empty,
     interpreting,
+    output,
     ptr,
     use_cupy_stream,
 )
@@ -184,14 +184,7 @@ def prefill_attention(
             f"query_start_loc must have {num_seqs + 1} entries (sequences + 1), "
             f"got {query_start_loc.shape[0]}"
         )
-    if out is None:
-        out = empty((num_tokens, hq, head_dim), dtype, like=q)
-    else:
-        check(out, "out", (dtype,), 3)
-        if tuple(out.shape) != (num_tokens, hq, head_dim):
-            raise ValueError(
-                f"out must have shape {(num_tokens, hq, head_dim)}, got {tuple(out.shape)}"
-            )
+    out = output(out, (num_tokens, hq, head_dim), dtype, like=q)
     if num_tokens == 0 or num_seqs == 0 or head_dim == 0:
         return out
     use_cupy_stream()

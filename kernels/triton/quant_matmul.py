@@ -27,10 +27,12 @@ import triton.language as tl
 from kernels.triton.launch import (
     cdiv,
     check,
+    check_bias,
     dtype_name,
     empty,
     interpreting,
     is_cupy,
+    output,
     ptr,
     use_cupy_stream,
 )
@@ -296,16 +298,8 @@ def quant_linear(
             "x and packed must live on the same device (both CuPy or both torch)"
         )
     dtype = dtype_name(x)
-    if bias is not None:
-        check(bias, "bias", FLOAT_DTYPES, 1)
-        if tuple(bias.shape) != (n,):
-            raise ValueError(f"bias must have shape {(n,)}, got {tuple(bias.shape)}")
-    if out is None:
-        out = empty((m, n), dtype, like=x)
-    else:
-        check(out, "out", (dtype,), 2)
-        if tuple(out.shape) != (m, n):
-            raise ValueError(f"out must have shape {(m, n)}, got {tuple(out.shape)}")
+    check_bias(bias, n, FLOAT_DTYPES)
+    out = output(out, (m, n), dtype, like=x)
     path = path or ("matvec" if m <= MATVEC_MAX_M else "matmul")
     if path not in ("matvec", "matmul"):
         raise ValueError(f"path must be 'matvec' or 'matmul', got {path!r}")

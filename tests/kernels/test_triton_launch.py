@@ -56,3 +56,18 @@ def test_interpreter_is_on_in_ci_runs():
     # the root conftest turns it on for every run but `pytest -m gpu`
     assert launch.interpreting()
     assert launch.cdiv(7, 2) == 4 and launch.cdiv(8, 2) == 4
+
+
+def test_output_allocates_or_checks_the_callers_array():
+    like = torch.zeros(1, dtype=torch.float16)
+    new = launch.output(None, (2, 3), "float16", like)
+    assert tuple(new.shape) == (2, 3) and new.dtype == torch.float16
+    given = torch.empty((2, 3), dtype=torch.float16)
+    assert launch.output(given, (2, 3), "float16", like) is given
+    with pytest.raises(ValueError, match=r"out must have shape \(2, 4\)"):
+        launch.output(given, (2, 4), "float16", like)
+    with pytest.raises(ValueError, match="out must have dtype float32"):
+        launch.output(given, (2, 3), "float32", like)
+    launch.check_bias(None, 3, ("float32",))
+    with pytest.raises(ValueError, match=r"bias must have shape \(4,\)"):
+        launch.check_bias(torch.zeros(3), 4, ("float32",))
