@@ -26,7 +26,6 @@ import triton.language as tl
 from kernels.triton.launch import (
     cdiv,
     check,
-    dtype_name,
     empty,
     interpreting,
     is_cupy,
@@ -34,9 +33,9 @@ from kernels.triton.launch import (
     ptr,
     use_cupy_stream,
 )
+from kernels.triton.paged_kv import check_paged_kv
 
 LOG2E = 1.4426950408889634
-FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 # Below this many keys a split's fixed cost (q load, merge traffic) dominates its work.
 MIN_KEYS_PER_SPLIT = 256
 MAX_SPLITS = 64
@@ -233,22 +232,8 @@ def decode_attention(
     num_splits: context splits per sequence (default `choose_num_splits` from the batch and the
     block table's capacity). workspace: a float32 1-D array of at least `decode_workspace_size`
     elements, allocated per call when None (pass one to keep the decode loop allocation-free)."""
-    check(q, "q", FLOAT_DTYPES, 3)
-    dtype = dtype_name(q)
-    check(k_cache, "k_cache", (dtype,), 4)
-    check(v_cache, "v_cache", (dtype,), 4)
-    check(block_tables, "block_tables", ("int32",), 2)
-    check(seq_lens, "seq_lens", ("int32",), 1)
+    dtype, block_size, hk = check_paged_kv(q, k_cache, v_cache, block_tables, seq_lens)
     num_seqs, hq, head_dim = (int(x) for x in q.shape)
-    _, block_size, hk, kd = (int(x) for x in k_cache.shape)
-    if tuple(v_cache.shape) != tuple(k_cache.shape):
-        raise ValueError(
-            f"v_cache shape {tuple(v_cache.shape)} != k_cache shape {tuple(k_cache.shape)}"
-        )
-    if kd != head_dim:
-        raise ValueError(f"k_cache head_dim {kd} != q head_dim {head_dim}")
-    if hk == 0 or hq % hk:
-        raise ValueError(f"q heads {hq} must be a multiple of k_cache heads {hk}")
     if tuple(seq_lens.shape) != (num_seqs,) or int(block_tables.shape[0]) != num_seqs:
         raise ValueError(
             f"seq_lens {tuple(seq_lens.shape)} and block_tables "

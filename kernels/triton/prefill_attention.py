@@ -24,15 +24,14 @@ import triton.language as tl
 
 from kernels.triton.launch import (
     check,
-    dtype_name,
     interpreting,
     output,
     ptr,
     use_cupy_stream,
 )
+from kernels.triton.paged_kv import check_paged_kv
 
 LOG2E = 1.4426950408889634
-FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 
 
 @triton.jit
@@ -156,24 +155,10 @@ def prefill_attention(
     after this step, each >= its query count and <= max_blocks * block_size); query_start_loc
     int32 [S + 1], non-decreasing from 0 to T. The values are the caller's contract (checking them
     would synchronise the device). Returns out [T, Hq, D] in q's dtype (allocated when None)."""
-    check(q, "q", FLOAT_DTYPES, 3)
-    dtype = dtype_name(q)
-    check(k_cache, "k_cache", (dtype,), 4)
-    check(v_cache, "v_cache", (dtype,), 4)
-    check(block_tables, "block_tables", ("int32",), 2)
-    check(seq_lens, "seq_lens", ("int32",), 1)
+    dtype, block_size, hk = check_paged_kv(q, k_cache, v_cache, block_tables, seq_lens)
     check(query_start_loc, "query_start_loc", ("int32",), 1)
     num_tokens, hq, head_dim = (int(x) for x in q.shape)
-    _, block_size, hk, kd = (int(x) for x in k_cache.shape)
     num_seqs = int(seq_lens.shape[0])
-    if tuple(v_cache.shape) != tuple(k_cache.shape):
-        raise ValueError(
-            f"v_cache shape {tuple(v_cache.shape)} != k_cache shape {tuple(k_cache.shape)}"
-        )
-    if kd != head_dim:
-        raise ValueError(f"k_cache head_dim {kd} != q head_dim {head_dim}")
-    if hk == 0 or hq % hk:
-        raise ValueError(f"q heads {hq} must be a multiple of k_cache heads {hk}")
     if int(block_tables.shape[0]) != num_seqs:
         raise ValueError(
             f"block_tables must have one row per sequence ({num_seqs}), "
