@@ -150,9 +150,22 @@ def test_penalties_change_exactly_the_penalized_tokens(rng):
         shift = np.log(out.probs[b].astype(np.float64)) - np.log(
             plain.probs[b].astype(np.float64)
         )
-        # untouched tokens move only by the common normalization; every touched one moves
+        # untouched tokens move only by the common normalization
         assert np.ptp(shift[~touched]) < 1e-4
-        assert np.all(np.abs(shift[touched] - shift[~touched].mean()) > 1e-3)
+        # each touched token moves by its own penalty, which may net to ~0 (e.g. a repetition
+        # penalty below 1 offset by a frequency penalty), so compare with the float64 oracle's
+        # shift rather than demanding that every touched token moves
+        row = {k: v[b] for k, v in pen.items()}
+        ids, probs = ref.sampling_distribution(
+            logits[b], 1.0, output_counts=counts[b], prompt_mask=prompt[b], **row
+        )
+        ids0, probs0 = ref.sampling_distribution(logits[b], 1.0)
+        want = np.empty(V)
+        want[ids] = np.log(probs)
+        want[ids0] -= np.log(probs0)
+        np.testing.assert_allclose(shift, want, atol=1e-4, err_msg=f"row {b}")
+        moved = np.abs(want - want[~touched].mean()) > 1e-3
+        assert moved[touched].mean() > 0.5 and not moved[~touched].any()
 
 
 def test_same_seed_and_step_same_token_at_any_batch_position(rng):
