@@ -54,6 +54,9 @@ class EngineCore:
                                        config.cache.enable_prefix_caching)
         self.scheduler = Scheduler(config.scheduler, self.kv_cache)
         self.sampler = Sampler(config.seed)
+        # seeds for the GPU sampler's counter-based draws of unseeded requests (a stream of its
+        # own, so the CPU sampler's draws do not depend on how many requests arrived)
+        self._seed_rng = np.random.default_rng(None if config.seed is None else [config.seed, 0x5EED])
         self._arrivals = 0
         self._num_prompt_tokens = 0
         self._num_generation_tokens = 0
@@ -68,7 +71,9 @@ class EngineCore:
         req = Request(request_id=request_id, prompt_token_ids=list(prompt_token_ids),
                       sampling_params=params, arrival_order=self._arrivals,
                       max_total_tokens=self.config.scheduler.max_model_len, generator=generator,
-                      wants_prompt_logprobs=wants_prompt_logprobs)
+                      wants_prompt_logprobs=wants_prompt_logprobs,
+                      sample_seed=(params.seed % 2**63 if params.seed is not None
+                                   else int(self._seed_rng.integers(2**63))))
         self.scheduler.add(req)
         self._arrivals += 1
         self._num_prompt_tokens += len(req.prompt_token_ids)
@@ -115,12 +120,8 @@ class EngineCore:
         todo = [s.request_id for s in sched.scheduled if s.samples]
         if not todo:
             return {}
-        index = [logits[rid].sample_index for rid in todo]
-        if index == list(range(index[0], index[0] + len(index))):  # decode: a slice, no copy
-            rows = self.runner.last_logits[index[0]:index[0] + len(index)]
-        else:
-            rows = np.stack([logits[rid].sample_row for rid in todo])
-        tokens, lps = self.sampler.sample(rows, [requests[rid] for rid in todo])
+        rows = [logits[rid].sample_index for rid in todo]
+        tokens, lps = self.runner.sample(self.sampler, rows, [requests[rid] for rid in todo])
         self._num_generation_tokens += len(tokens)
         for rid, tok, lp in zip(todo, tokens, lps):
             events[rid].new_token_ids.append(tok)

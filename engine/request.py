@@ -39,6 +39,9 @@ class Request:
     stop_reason: int | str | None = None
     # sampler state: a numpy Generator when the request has a seed (opaque to this module)
     generator: Any = None
+    # the seed of the GPU sampler's draws (hash of seed and step): the request's own seed, or one
+    # the engine drew for it
+    sample_seed: int = 0
     wants_prompt_logprobs: bool = False
     num_prompt_logprobs_done: int = 0  # prompt positions already reported (survives preemption)
     first_scheduled_time: float | None = None  # time.monotonic() of the first step that ran it

@@ -83,7 +83,7 @@ class Sampler:
         return tokens, logprobs
 
     def _sample_row(self, row: np.ndarray, req: Request, sp: SamplingParams) -> int:
-        banned = _banned_ids(req, sp)
+        banned = banned_ids(req, sp)
         if sp.is_greedy and not sp.has_penalties and not banned:
             return int(np.argmax(row))
         x = row.astype(np.float64)
@@ -117,7 +117,7 @@ def _is_plain_greedy(req: Request) -> bool:
     return sp.is_greedy and not sp.has_penalties and len(req.output_token_ids) >= sp.min_tokens
 
 
-def _banned_ids(req: Request, sp: SamplingParams) -> list[int]:
+def banned_ids(req: Request, sp: SamplingParams) -> list[int]:
     """Until min_tokens are out, EOS and the stop token ids may not be chosen."""
     if len(req.output_token_ids) >= sp.min_tokens:
         return []

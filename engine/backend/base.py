@@ -64,19 +64,34 @@ class Backend(ABC):
     def add_rms_norm(self, x: Array, residual: Array, weight: Array, eps: float) -> Array:
         """residual += x in place; return rms_norm(residual) * weight."""
 
-    @abstractmethod
     def rope(self, x: Array, positions: Array, cos: Array, sin: Array) -> None:
         """Rotate-half rotary embedding of x [T, H, D] in place."""
+        raise NotImplementedError(f"the {self.name} backend only rotates fused with the cache write")
 
     @abstractmethod
     def silu_and_mul(self, gate: Array, up: Array) -> Array:
         """silu(gate) * up."""
 
-    @abstractmethod
     def reshape_and_cache(self, k: Array, v: Array, k_cache: Array, v_cache: Array, slot_mapping: Array) -> None:
         """Write k, v [T, Hk, D] into the paged caches at `slot_mapping` [T]."""
+        raise NotImplementedError(f"the {self.name} backend only writes the cache fused with RoPE")
+
+    def rope_and_cache(self, q: Array, k: Array, v: Array, positions: Array, cos: Array, sin: Array,
+                       k_cache: Array, v_cache: Array, slot_mapping: Array) -> None:
+        """Rotate q [T, Hq, D] and k [T, Hk, D] in place, then write k and v into the paged caches
+        at `slot_mapping` (slots < 0 are batch padding and skipped). A backend may fuse the three."""
+        self.rope(q, positions, cos, sin)
+        self.rope(k, positions, cos, sin)
+        self.reshape_and_cache(k, v, k_cache, v_cache, slot_mapping)
 
     @abstractmethod
     def paged_attention(self, q: Array, k_cache: Array, v_cache: Array, block_tables: Array,
-                        seq_lens: Array, query_start_loc: Array, scale: float) -> Array:
-        """Causal attention of q [T, Hq, D] over each sequence's cached K/V -> [T, Hq, D]."""
+                        seq_lens: Array, query_start_loc: Array, scale: float,
+                        decode_only: bool = False) -> Array:
+        """Causal attention of q [T, Hq, D] over each sequence's cached K/V -> [T, Hq, D].
+        `decode_only`: every sequence has exactly one query token (a backend may take a faster
+        path; query_start_loc is then arange(S + 1))."""
+
+    def logits(self, x: Array, head: Array) -> Array:
+        """float32 logits [L, vocab] = x [L, hidden] @ head.T."""
+        return self.linear(x, head)

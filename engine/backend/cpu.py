@@ -87,6 +87,7 @@ class CPUBackend(Backend):
     def reshape_and_cache(self, k, v, k_cache, v_cache, slot_mapping):
         K.reshape_and_cache(k, v, k_cache, v_cache, slot_mapping)
 
-    def paged_attention(self, q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale):
+    def paged_attention(self, q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale,
+                        decode_only=False):
         return K.paged_attention(q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale)
 

@@ -27,6 +27,7 @@ class ForwardBatch:
     seq_lens: Array  # [S] int32, context length including this step's tokens
     query_start_loc: Array  # [S + 1] int32
     logits_indices: Array  # [L] int64, rows of the hidden states whose logits are wanted
+    decode_only: bool = False  # every sequence has one query token this step (host-known)
 
 
 @dataclass
@@ -156,7 +157,7 @@ class LlamaForCausalLM:
         selected_hidden = hidden[batch.logits_indices]
         selected_residual = residual[batch.logits_indices]
         x = be.add_rms_norm(selected_hidden, selected_residual, self.norm, c.rms_norm_eps)
-        return be.linear(x, self.lm_head)
+        return be.logits(x, self.lm_head)
 
     def _attention(self, layer: DecoderLayer, x: Array, batch: ForwardBatch,
                    kv_cache: tuple[Array, Array]) -> Array:
@@ -169,12 +170,10 @@ class LlamaForCausalLM:
         if layer.q_norm is not None:
             q = be.rms_norm(q.reshape(-1, c.head_dim), layer.q_norm, c.rms_norm_eps).reshape(q.shape)
             k = be.rms_norm(k.reshape(-1, c.head_dim), layer.k_norm, c.rms_norm_eps).reshape(k.shape)
-        be.rope(q, batch.positions, self.cos, self.sin)
-        be.rope(k, batch.positions, self.cos, self.sin)
         k_cache, v_cache = kv_cache
-        be.reshape_and_cache(k, v, k_cache, v_cache, batch.slot_mapping)
+        be.rope_and_cache(q, k, v, batch.positions, self.cos, self.sin, k_cache, v_cache, batch.slot_mapping)
         attn = be.paged_attention(q, k_cache, v_cache, batch.block_tables, batch.seq_lens,
-                                  batch.query_start_loc, self.scale)
+                                  batch.query_start_loc, self.scale, batch.decode_only)
         return be.linear(attn.reshape(num_tokens, -1), layer.o, layer.o_bias)
 
 
