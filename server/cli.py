@@ -37,14 +37,26 @@ def _generate_parser(sub) -> None:
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     """Flags that size the engine: weights, context, KV cache and batching."""
     g = p.add_argument_group("engine")
-    g.add_argument("--dtype", default=None, help="weight dtype in memory: bfloat16 or float32 (default: as stored)")
+    g.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="cpu (default), or cuda: weights, KV cache and activations on the GPU "
+                        "(needs pip install 'hearth[gpu]' and a CUDA GPU)")
+    g.add_argument("--dtype", default=None,
+                   help="weight dtype in memory: bfloat16 or float32 (default: as stored); on cuda also "
+                        "float16, and the compute dtype (default: the checkpoint's 16-bit dtype, else bfloat16)")
     g.add_argument("--quantization", default=None, choices=QUANTIZATIONS, type=str.lower,
                    help="quantize the weight matrices on load: q8_0 (8-bit, near-lossless, ~half of bf16's "
                         "memory) or q4_0 (4-bit, ~quarter, less accurate); the same block formats as GGUF. "
                         "Default: as stored (a quantized .gguf file runs in its own format)")
     g.add_argument("--max-model-len", type=int, default=None, help="cap on prompt + output tokens")
     g.add_argument("--kv-cache-memory", type=int, default=None,
-                   help="KV cache budget in bytes (default 2 GiB); its capacity in tokens is logged at start-up")
+                   help="KV cache budget in bytes (default 2 GiB on cpu; on cuda, what --gpu-memory-fraction "
+                        "leaves); its capacity in tokens is logged at start-up")
+    g.add_argument("--gpu-memory-fraction", type=float, default=0.9,
+                   help="cuda: share of the GPU's memory hearth may use; the KV cache gets what the weights "
+                        "and the peak of a warm-up step leave of it (default 0.9)")
+    g.add_argument("--enforce-eager", action="store_true",
+                   help="cuda: run decode steps kernel by kernel instead of replaying CUDA graphs "
+                        "(slower; faster start-up)")
     g.add_argument("--num-kv-blocks", type=int, default=None, help="KV cache size in blocks (instead of bytes)")
     g.add_argument("--block-size", type=int, default=16, help="tokens per KV block (default 16)")
     g.add_argument("--max-num-seqs", type=int, default=64, help="most sequences in one step (default 64)")
@@ -58,7 +70,8 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
     return {"dtype": args.dtype, "quantization": args.quantization, "max_model_len": args.max_model_len,
             "kv_cache_memory": args.kv_cache_memory, "num_kv_blocks": args.num_kv_blocks, "block_size": args.block_size, "max_num_seqs": args.max_num_seqs,
             "max_num_batched_tokens": args.max_num_batched_tokens,
-            "enable_prefix_caching": not args.no_prefix_caching}
+            "enable_prefix_caching": not args.no_prefix_caching, "device": args.device,
+            "gpu_memory_fraction": args.gpu_memory_fraction, "enforce_eager": args.enforce_eager}
 
 
 def _serve_parser(sub) -> None:
@@ -76,7 +89,6 @@ def _serve_parser(sub) -> None:
     p.add_argument("--max-queued-requests", type=int, default=256,
                    help="requests allowed to wait beyond --max-num-seqs before answering 429 (default 256)")
     p.add_argument("--max-request-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
-    p.add_argument("--device", default="cpu", help="cpu (cuda comes later)")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
                    help="on SIGTERM, seconds to let requests in flight finish (default 30)")
     p.add_argument("--seed", type=int, default=None, help="seed for requests that carry none")
@@ -161,7 +173,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     return serve(args.model, host=args.host, port=args.port, api_keys=_api_keys(args),
                  served_model_name=args.served_model_name, max_queued_requests=args.max_queued_requests,
                  max_request_bytes=args.max_request_bytes, shutdown_timeout=args.shutdown_timeout,
-                 engine_kwargs={**engine_kwargs(args), "device": args.device,
+                 engine_kwargs={**engine_kwargs(args),
                                 "seed": args.seed, "stream_interval": args.stream_interval})
 
 

@@ -19,7 +19,8 @@ class InterpreterDevice:
     sampler_threads = 8  # the simulator runs Python per thread
     name = "Triton interpreter (CPU)"
 
-    def __init__(self, total_bytes: int = 8 << 30, used_bytes: int = 1 << 30) -> None:
+    def __init__(self, total_bytes: int = 64 << 20, used_bytes: int = 16 << 20) -> None:
+        # a small pretend device: the KV cache sized from it stays a few tens of MiB of host memory
         self.total_bytes, self.used_bytes = total_bytes, used_bytes
 
     def asarray(self, host: np.ndarray, dtype: str | None = None):

@@ -108,3 +108,21 @@ def test_cli_engine_flags_size_the_cache_and_are_validated(tiny_model_dir, caplo
     assert "KV cache: 20 blocks of 8 tokens = 160 tokens" in caplog.text and "prefix caching off" in caplog.text
     assert main(["generate", str(tiny_model_dir), "abc", "--max-num-seqs", "0"]) == 2
     assert "max_num_seqs must be a positive integer" in capsys.readouterr().err
+
+
+def test_cli_device_cuda_without_a_gpu_is_a_clear_error(tiny_model_dir, capsys):
+    try:
+        import cupy
+
+        if cupy.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+    except ImportError:
+        pass
+    assert main(["generate", str(tiny_model_dir), "hi", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "device='cuda'" in err and "Traceback" not in err
+    for bad in ("0", "1.5"):
+        with pytest.raises(ValueError, match="gpu_memory_fraction"):
+            from engine.cuda_runner import kv_blocks_for_memory
+
+            kv_blocks_for_memory(1 << 30, 0, float(bad), 1024)
