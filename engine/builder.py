@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
@@ -154,6 +155,7 @@ def build_engine(model: str | Path | None, *, device: str = "cpu", dtype: str | 
     takes what is left of `gpu_memory_fraction` of the device after the weights and a warm-up
     step; decode steps run as CUDA graphs unless `enforce_eager`. `cuda_device` replaces the
     CuPy device (tests run the engine in the kernel interpreters with a stand-in)."""
+    started = time.perf_counter()
     for name, value in (("block_size", block_size), ("max_num_seqs", max_num_seqs),
                         ("max_num_batched_tokens", max_num_batched_tokens)):
         _positive_int(name, value)
@@ -212,6 +214,7 @@ def build_engine(model: str | Path | None, *, device: str = "cpu", dtype: str | 
         runner: ModelRunner = CUDAModelRunner(config, backend, net, use_cuda_graphs=not enforce_eager)
     else:
         runner = ModelRunner(config, backend, net)
+    log.info("engine ready on %s in %.1f s", device, time.perf_counter() - started)
     return EngineCore(config, runner), tokenizer, config
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,16 @@ class StepEvent:
     finish_reason: str | None = None
     stop_reason: int | str | None = None
     first_scheduled_time: float | None = None
+
+
+@dataclass
+class _InFlight:
+    """A step whose forward pass and sampling are queued (on the GPU, possibly still running)."""
+
+    sched: SchedulerOutput
+    logits: dict  # request id -> RequestLogits
+    todo: list[str]  # ids of the requests that sample, in the order of the pending tokens
+    pending: Any  # the runner's handle for their tokens (None: nothing samples)
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,7 @@ class EngineCore:
         # own, so the CPU sampler's draws do not depend on how many requests arrived)
         self._seed_rng = np.random.default_rng(None if config.seed is None else [config.seed, 0x5EED])
         self._arrivals = 0
+        self._in_flight: _InFlight | None = None  # a launched step not yet completed (async runners)
         self._num_prompt_tokens = 0
         self._num_generation_tokens = 0
 
@@ -86,7 +98,7 @@ class EngineCore:
 
     @property
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_unfinished
+        return self.scheduler.has_unfinished or self._in_flight is not None
 
     def stats(self) -> EngineStats:
         """Gauges and counters for logs and metrics."""
@@ -99,16 +111,50 @@ class EngineCore:
             num_generation_tokens=self._num_generation_tokens)
 
     def step(self) -> list[StepEvent]:
-        """Advance every schedulable request by one step; events for those that changed."""
+        """Advance every schedulable request by one step; events for those that changed.
+
+        With an asynchronous runner (the GPU) the step is pipelined: this call completes the step
+        launched by the previous call (waits for its tokens, updates the requests), launches the
+        next one, and returns the completed step's events, so the caller's output handling
+        (detokenizing, streaming) runs while the GPU computes."""
+        if not self.runner.is_async:
+            launched = self._launch()
+            return self._complete(launched) if launched is not None else []
+        events = self._complete(self._in_flight) if self._in_flight is not None else []
+        self._in_flight = self._launch()
+        return events
+
+    def _launch(self) -> _InFlight | None:
+        """Schedule a step and queue its forward pass and sampling."""
         sched = self.scheduler.schedule()
         if sched.is_empty:
-            return []
+            return None
         requests = self.scheduler.requests
         logits = self.runner.execute(sched, requests)
+        todo = [s.request_id for s in sched.scheduled if s.samples]
+        pending = None
+        if todo:
+            rows = [logits[rid].sample_index for rid in todo]
+            pending = self.runner.sample_launch(self.sampler, rows, [requests[rid] for rid in todo])
+        return _InFlight(sched, logits, todo, pending)
+
+    def _complete(self, step: _InFlight) -> list[StepEvent]:
+        """Collect a launched step's tokens and advance its requests (those aborted since the
+        launch are skipped: their results are dropped)."""
+        sched, requests = step.sched, self.scheduler.requests
+        tokens, lps = self.runner.sample_collect(step.pending) if step.pending is not None else ([], [])
+        alive = [s for s in sched.scheduled if s.request_id in requests and not requests[s.request_id].is_finished]
         events = {s.request_id: StepEvent(s.request_id, first_scheduled_time=requests[s.request_id].first_scheduled_time)
-                  for s in sched.scheduled}
-        self._prompt_logprobs(sched, logits, requests, events)
-        sampled = self._sample(sched, logits, requests, events)
+                  for s in alive}
+        self._prompt_logprobs(alive, step.logits, requests, events)
+        sampled = {}
+        for rid, tok, lp in zip(step.todo, tokens, lps):
+            if rid in events:
+                sampled[rid] = tok
+                events[rid].new_token_ids.append(tok)
+                if lp is not None:
+                    events[rid].new_logprobs.append(lp)
+        self._num_generation_tokens += len(sampled)
         for req in self.scheduler.update(sched, sampled):
             ev = events[req.request_id]
             ev.finish_reason, ev.stop_reason = req.status.value, req.stop_reason
@@ -116,21 +162,8 @@ class EngineCore:
         return [ev for ev in events.values()
                 if ev.new_token_ids or ev.new_prompt_logprobs or ev.finish_reason]
 
-    def _sample(self, sched: SchedulerOutput, logits, requests, events) -> dict[str, int]:
-        todo = [s.request_id for s in sched.scheduled if s.samples]
-        if not todo:
-            return {}
-        rows = [logits[rid].sample_index for rid in todo]
-        tokens, lps = self.runner.sample(self.sampler, rows, [requests[rid] for rid in todo])
-        self._num_generation_tokens += len(tokens)
-        for rid, tok, lp in zip(todo, tokens, lps):
-            events[rid].new_token_ids.append(tok)
-            if lp is not None:
-                events[rid].new_logprobs.append(lp)
-        return dict(zip(todo, tokens))
-
-    def _prompt_logprobs(self, sched: SchedulerOutput, logits, requests, events) -> None:
-        for s in sched.scheduled:
+    def _prompt_logprobs(self, scheduled, logits, requests, events) -> None:
+        for s in scheduled:
             rows = logits[s.request_id].prompt_rows
             if rows is None:
                 continue

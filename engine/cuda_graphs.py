@@ -71,7 +71,10 @@ class DecodeGraphs:
         self.dev32 = device.zeros((rows + rows * max_blocks,), "int32")
         self.query_start_loc = device.asarray(np.arange(rows + 1, dtype=np.int32))
         self.logits_indices = device.asarray(np.arange(rows, dtype=np.int64))
-        self._pad(rows)
+        self.host32[:] = 0
+        self._pad(0, rows)
+        device.copy_into(self.dev64, self.host64)  # captures run on padding rows
+        device.copy_into(self.dev32, self.host32)
         self.graphs: dict[int, _Graph] = {}
 
     def batch(self, size: int) -> ForwardBatch:
@@ -113,28 +116,28 @@ class DecodeGraphs:
         n = len(inputs.seq_lens)
         size = choose_bucket(n, self.sizes)
         rows, width = self.sizes[-1], inputs.block_tables.shape[1]
-        self._pad(size)
+        self._pad(n, size)
         self.host64[0, :n], self.host64[1, :n], self.host64[2, :n] = (
             inputs.token_ids, inputs.positions, inputs.slot_mapping)
         self.host32[:n] = inputs.seq_lens
-        tables = self.host32[rows:rows + size * self.max_blocks].reshape(size, self.max_blocks)
-        tables[:n, :width] = inputs.block_tables
+        # table entries past a row's context are never read, so only the real rows' first `width`
+        # entries are written and only the real rows go up (padding rows read no blocks)
+        table_rows = self.host32[rows:rows + n * self.max_blocks].reshape(n, self.max_blocks)
+        table_rows[:, :width] = inputs.block_tables
         dev = self.device
         for i in range(3):  # ids, positions, slots
             dev.copy_into(self.dev64[i, :size], self.host64[i, :size])
         dev.copy_into(self.dev32[:size], self.host32[:size])
-        dev.copy_into(self.dev32[rows:rows + size * self.max_blocks], self.host32[rows:rows + size * self.max_blocks])
+        dev.copy_into(self.dev32[rows:rows + n * self.max_blocks], self.host32[rows:rows + n * self.max_blocks])
         g = self.graphs.get(size)
         if g is None:  # interpreter stand-in: the same padded forward, eagerly
             return self.model.forward(self.batch(size), self.kv_caches)[:n]
         dev.replay(g.graph)
         return g.logits[:n]
 
-    def _pad(self, size: int) -> None:
-        """Host staging rows [0, size) set to padding: token 0, position 0, slot -1, seq_len 0,
-        block table 0 (the step's rows then overwrite their part)."""
-        rows = self.sizes[-1]
-        self.host64[:2, :size] = 0
-        self.host64[2, :size] = -1
-        self.host32[:size] = 0
-        self.host32[rows:rows + size * self.max_blocks] = 0
+    def _pad(self, start: int, stop: int) -> None:
+        """Host staging rows [start, stop) set to padding: token 0, position 0, slot -1 (no KV
+        write), seq_len 0 (attention reads no block and gives 0)."""
+        self.host64[:2, start:stop] = 0
+        self.host64[2, start:stop] = -1
+        self.host32[start:stop] = 0

@@ -80,7 +80,7 @@ class CUDAModelRunner(ModelRunner):
                  use_cuda_graphs: bool = True) -> None:
         super().__init__(config, backend, model)  # allocates the KV cache
         self.device = backend.device
-        self.device_sampler = DeviceSampler(self.device)
+        self.device_sampler = DeviceSampler(self.device, config.scheduler.max_num_seqs)
         self.graphs: DecodeGraphs | None = None
         if use_cuda_graphs:
             max_blocks = -(-config.scheduler.max_model_len // self.block_size)
@@ -101,9 +101,13 @@ class CUDAModelRunner(ModelRunner):
         return request_logits(sched, inputs.spans,
                               lambda r0, n: np.asarray(to_host(logits[r0:r0 + n]), np.float32))
 
-    def sample(self, sampler: Sampler, rows: list[int], reqs: list[Request],
-               ) -> tuple[list[int], list[TokenLogprobs | None]]:
-        return self.device_sampler.sample(self.last_logits, rows, reqs, sampler)
+    is_async = True  # execute and sample_launch only queue GPU work; sample_collect waits
+
+    def sample_launch(self, sampler: Sampler, rows: list[int], reqs: list[Request]) -> Any:
+        return self.device_sampler.launch(self.last_logits, rows, reqs, sampler)
+
+    def sample_collect(self, handle: Any) -> tuple[list[int], list[TokenLogprobs | None]]:
+        return self.device_sampler.collect(handle)
 
 
 def _ranges(sizes: list[int]) -> str:

@@ -4,6 +4,7 @@ the logits rows each request needs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -112,11 +113,17 @@ class ModelRunner:
             seq_lens=be.asarray(inputs.seq_lens), query_start_loc=be.asarray(inputs.query_start_loc),
             logits_indices=be.asarray(inputs.logits_indices), decode_only=inputs.decode_only)
 
-    def sample(self, sampler: Sampler, rows: list[int], reqs: list[Request],
-               ) -> tuple[list[int], list[TokenLogprobs | None]]:
-        """The next token of each request in `reqs`, from row `rows[i]` of the last step's logits."""
+    is_async = False  # execute and sample_launch finish their work before returning
+
+    def sample_launch(self, sampler: Sampler, rows: list[int], reqs: list[Request]) -> Any:
+        """Start sampling the next token of each request in `reqs` from row `rows[i]` of the last
+        step's logits; `sample_collect` of the returned handle gives the tokens (here: at once)."""
         if rows == list(range(rows[0], rows[0] + len(rows))):  # decode: a slice, no copy
             logits = self.last_logits[rows[0]:rows[0] + len(rows)]
         else:
             logits = self.last_logits[rows]
         return sampler.sample(logits, reqs)
+
+    def sample_collect(self, handle: Any) -> tuple[list[int], list[TokenLogprobs | None]]:
+        """The tokens (and log-probs) of a `sample_launch`."""
+        return handle

@@ -47,6 +47,12 @@ class CUDABackend(Backend):
     def __init__(self, device: Any, dtype: str = "bfloat16") -> None:
         if dtype not in COMPUTE_DTYPES:
             raise ValueError(f"dtype {dtype!r} is not supported on CUDA; use one of {', '.join(COMPUTE_DTYPES)}")
+        if dtype == "bfloat16":
+            try:
+                device.zeros((1,), "bfloat16")
+            except Exception as e:  # CuPy before 14 has no bfloat16 arrays
+                raise ValueError(f"this CuPy cannot hold bfloat16 arrays ({e}); install cupy>=14 with "
+                                 "ml_dtypes, or use dtype='float16'") from None
         self.device = device
         self.dtype = dtype
         self._dense_tables: dict[int, Array] = {}  # quantized embedding tables, dequantized once

@@ -223,3 +223,37 @@ def test_gather_logprobs_oracle_sanity():
     lp = gather_logprobs(logits, np.array([3, 0]), 2)
     ref = logits.astype(np.float64) - np.log(np.exp(logits.astype(np.float64)).sum(1, keepdims=True))
     assert abs(lp[0].logprob - ref[0, 3]) < 1e-12 and abs(lp[1].logprob - ref[1, 0]) < 1e-12
+
+
+def test_pipelined_steps_drop_what_an_abort_left_in_flight(cuda_fp32):
+    """The GPU runner is asynchronous: step() completes the previous launch and queues the next.
+    A request aborted while its step is in flight gets no further events and leaks no blocks;
+    the others carry on."""
+    core = cuda_fp32.engine
+    assert core.runner.is_async
+    sp = SamplingParams(max_tokens=5, temperature=0, ignore_eos=True)
+    core.add_request("x-a", [5, 6, 7], sp)
+    core.add_request("x-b", [8, 9], sp)
+    first = core.step()  # launches the prefill; nothing is complete yet
+    assert first == [] and core._in_flight is not None
+    core.step()
+    core.abort("x-a")  # its next step is already in flight
+    events = []
+    while core.has_unfinished:
+        events += core.step()
+    assert all(ev.request_id == "x-b" for ev in events)
+    assert sum(len(ev.new_token_ids) for ev in events) + 1 == 5  # one came before the abort
+    assert events[-1].finish_reason == "length"
+    _all_blocks_free(cuda_fp32)
+
+
+def test_stop_strings_end_requests_on_the_pipelined_engine(cuda_fp32, cpu_llm):
+    base = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+    text = cpu_llm.generate("the cat sat on", base)[0].outputs[0].text
+    stop = text[3:6] if len(text) >= 6 else text[-1:]
+    sp = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True, stop=[stop])
+    a = cuda_fp32.generate(["the cat sat on", "a"], sp)
+    b = cpu_llm.generate(["the cat sat on", "a"], sp)
+    assert [o.outputs[0].text for o in a] == [o.outputs[0].text for o in b]
+    assert a[0].outputs[0].finish_reason == "stop"
+    _all_blocks_free(cuda_fp32)
