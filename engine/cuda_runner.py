@@ -91,6 +91,7 @@ class CUDAModelRunner(ModelRunner):
                 log.info("CUDA graphs: captured decode batch sizes %s in %.2f s", _ranges(sizes), seconds)
 
     def execute(self, sched: SchedulerOutput, requests: dict[str, Request]):
+        self.device.activate()  # this thread may not be the one that built the engine
         inputs = build_step_inputs(sched, requests, self.block_size)
         if self.graphs is not None and self.graphs.can_run(inputs):
             logits = self.graphs.run(inputs)
@@ -107,6 +108,7 @@ class CUDAModelRunner(ModelRunner):
         return self.device_sampler.launch(self.last_logits, rows, reqs, sampler)
 
     def sample_collect(self, handle: Any) -> tuple[list[int], list[TokenLogprobs | None]]:
+        self.device.activate()
         return self.device_sampler.collect(handle)
 
 

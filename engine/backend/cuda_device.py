@@ -57,6 +57,11 @@ class CupyDevice:
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
         self.name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
 
+    def activate(self) -> None:
+        """Make the engine's stream current in the calling thread (CuPy's current stream is
+        per thread, and AsyncLLM steps the engine in a thread of its own)."""
+        self.stream.use()
+
     # ------------------------------------------------------------ arrays
     def asarray(self, host: np.ndarray, dtype: str | None = None) -> Any:
         """A device copy of a host array, converted to `dtype` on the host first."""

@@ -23,6 +23,9 @@ class InterpreterDevice:
         # a small pretend device: the KV cache sized from it stays a few tens of MiB of host memory
         self.total_bytes, self.used_bytes = total_bytes, used_bytes
 
+    def activate(self) -> None:
+        pass
+
     def asarray(self, host: np.ndarray, dtype: str | None = None):
         host = np.asarray(host)
         if dtype == "bfloat16" or host.dtype.name == "bfloat16":

@@ -257,3 +257,40 @@ def test_stop_strings_end_requests_on_the_pipelined_engine(cuda_fp32, cpu_llm):
     assert [o.outputs[0].text for o in a] == [o.outputs[0].text for o in b]
     assert a[0].outputs[0].finish_reason == "stop"
     _all_blocks_free(cuda_fp32)
+
+
+def test_async_llm_streams_from_the_cuda_backend(tiny_model_dir, cpu_llm):
+    """AsyncLLM steps the engine in its own thread: the pipelined GPU steps stream the same
+    tokens as the CPU backend, and a cancelled stream frees its blocks."""
+    import asyncio
+
+    from engine import AsyncLLM
+
+    eng = AsyncLLM(str(tiny_model_dir), device="cuda", dtype="float32", max_model_len=128, max_num_seqs=4,
+                   max_num_batched_tokens=32, num_kv_blocks=32, cuda_device=InterpreterDevice())
+    sp = SamplingParams(max_tokens=4, temperature=0, ignore_eos=True)
+
+    async def collect(prompt):
+        ids = []
+        async for out in eng.generate(prompt, sp):
+            ids += out.outputs[0].token_ids
+        return ids
+
+    async def cancelled():
+        async for _ in eng.generate("def f(x):", SamplingParams(max_tokens=50, temperature=0, ignore_eos=True)):
+            break  # leaving the stream aborts the request
+
+    async def main():
+        got = await asyncio.gather(collect("hello world"), collect("a"), cancelled())
+        for _ in range(500):
+            if eng.get_stats().kv_cache_usage == 0.0:
+                break
+            await asyncio.sleep(0.01)
+        return got[:2]
+
+    try:
+        got = asyncio.run(main())
+        assert got == _ids(cpu_llm.generate(["hello world", "a"], sp))
+        assert eng.get_stats().kv_cache_usage == 0.0
+    finally:
+        eng.shutdown()
