@@ -29,13 +29,18 @@ from kernels.triton.silu_and_mul import silu_and_mul
 COMPUTE_DTYPES = ("bfloat16", "float16", "float32")
 
 
+def check_compute_dtype(dtype: str) -> str:
+    """`dtype` if the CUDA backend computes in it, else ValueError."""
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not supported on CUDA; use one of {', '.join(COMPUTE_DTYPES)}")
+    return dtype
+
+
 def compute_dtype_for(requested: str | None, stored: str | None) -> str:
     """The GPU compute dtype: the one asked for, else the checkpoint's 16-bit dtype, else bf16
     (fp32 checkpoints run in bf16 unless dtype='float32' is asked for, as vLLM does)."""
     if requested is not None:
-        if requested not in COMPUTE_DTYPES:
-            raise ValueError(f"dtype {requested!r} is not supported on CUDA; use one of {', '.join(COMPUTE_DTYPES)}")
-        return requested
+        return check_compute_dtype(requested)
     return stored if stored in ("bfloat16", "float16") else "bfloat16"
 
 
@@ -45,9 +50,7 @@ class CUDABackend(Backend):
     name = "cuda"
 
     def __init__(self, device: Any, dtype: str = "bfloat16") -> None:
-        if dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"dtype {dtype!r} is not supported on CUDA; use one of {', '.join(COMPUTE_DTYPES)}")
-        if dtype == "bfloat16":
+        if check_compute_dtype(dtype) == "bfloat16":
             try:
                 device.zeros((1,), "bfloat16")
             except Exception as e:  # CuPy before 14 has no bfloat16 arrays
@@ -59,10 +62,7 @@ class CUDABackend(Backend):
 
     # ---------------------------------------------------------------- memory
     def weight(self, host: np.ndarray, dtype: str | None) -> Array:
-        dtype = dtype or self.dtype
-        if dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"dtype {dtype!r} is not supported on CUDA; use one of {', '.join(COMPUTE_DTYPES)}")
-        return self.device.asarray(host, dtype)
+        return self.device.asarray(host, check_compute_dtype(dtype or self.dtype))
 
     def quantized_weight(self, host: np.ndarray | QuantizedMatrix, fmt: str | None) -> PackedWeight:
         if isinstance(host, QuantizedMatrix):

@@ -111,13 +111,9 @@ def test_cli_engine_flags_size_the_cache_and_are_validated(tiny_model_dir, caplo
 
 
 def test_cli_device_cuda_without_a_gpu_is_a_clear_error(tiny_model_dir, capsys):
-    try:
-        import cupy
+    from tests.engine.engine_checks import skip_if_cuda_is_usable
 
-        if cupy.cuda.is_available():
-            pytest.skip("this machine has a GPU")
-    except ImportError:
-        pass
+    skip_if_cuda_is_usable()
     assert main(["generate", str(tiny_model_dir), "hi", "--device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert "device='cuda'" in err and "Traceback" not in err

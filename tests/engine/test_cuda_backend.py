@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from engine import LLM, SamplingParams
+from tests.engine.engine_checks import assert_all_blocks_free, skip_if_cuda_is_usable, token_ids
 from engine.cuda_graphs import choose_bucket, graph_batch_sizes
 from engine.cuda_runner import kv_blocks_for_memory
 from engine.sampler import gather_logprobs
@@ -29,14 +30,6 @@ def _cuda_llm(model_dir, **kw) -> LLM:
     opts.update(kw)
     return LLM(str(model_dir), device="cuda", cuda_device=None if on_gpu else InterpreterDevice(), **opts)
 
-
-def _ids(outputs) -> list[list[int]]:
-    return [o.outputs[0].token_ids for o in outputs]
-
-
-def _all_blocks_free(llm: LLM) -> None:
-    kv = llm.engine.kv_cache
-    assert kv.num_free_blocks == kv.pool.num_blocks, "KV blocks leaked"
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +47,7 @@ def cpu_llm(tiny_model_dir):
 def test_without_cuda_the_engine_says_so(tiny_model_dir, monkeypatch):
     import engine.backend.cuda_device as cd
 
-    try:
-        import cupy
-
-        if cupy.cuda.is_available():
-            pytest.skip("this machine has a GPU")
-    except ImportError:
-        pass
+    skip_if_cuda_is_usable()
     with pytest.raises(ValueError, match="device='cuda'"):
         LLM(str(tiny_model_dir), device="cuda")
     # CuPy present but no device: the message says so
@@ -127,11 +114,11 @@ def test_greedy_fp32_equals_the_cpu_backend(cuda_fp32, cpu_llm):
     try:
         prompts = ["hello world", "the cat sat on", "a", "def f(x):"]
         sp = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)
-        assert _ids(cuda_fp32.generate(prompts, sp)) == _ids(cpu_llm.generate(prompts, sp))
+        assert token_ids(cuda_fp32.generate(prompts, sp)) == token_ids(cpu_llm.generate(prompts, sp))
     finally:
         graphs.run = real_run
     assert 4 in runs, f"decode steps of all four prompts should take the graph path, saw {runs}"
-    _all_blocks_free(cuda_fp32)
+    assert_all_blocks_free(cuda_fp32)
 
 
 def test_padded_decode_step_equals_the_unpadded_forward(cuda_fp32):
@@ -180,13 +167,13 @@ def test_device_sampler_logprobs_and_host_fallback(cuda_fp32, cpu_llm):
                                    rtol=1e-4, atol=1e-4)
     penalized = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True, repetition_penalty=1.5,
                                frequency_penalty=0.5, logit_bias={5: 3.0}, min_tokens=2)
-    assert _ids(cuda_fp32.generate([prompt, "a"], penalized)) == _ids(cpu_llm.generate([prompt, "a"], penalized))
+    assert token_ids(cuda_fp32.generate([prompt, "a"], penalized)) == token_ids(cpu_llm.generate([prompt, "a"], penalized))
 
 
 def test_seeded_sampling_is_reproducible_and_batch_independent(cuda_fp32):
     sp = SamplingParams(max_tokens=3, temperature=1.0, top_p=0.9, seed=123, ignore_eos=True)
-    alone = _ids(cuda_fp32.generate(["hello world"], sp))[0]
-    together = _ids(cuda_fp32.generate(["a", "hello world", "def"], [
+    alone = token_ids(cuda_fp32.generate(["hello world"], sp))[0]
+    together = token_ids(cuda_fp32.generate(["a", "hello world", "def"], [
         SamplingParams(max_tokens=3, temperature=0.7, seed=1, ignore_eos=True), sp,
         SamplingParams(max_tokens=3, temperature=0)]))[1]
     assert alone == together
@@ -214,7 +201,7 @@ def test_bf16_agrees_with_the_fp32_cpu_backend_within_tolerance(tiny_model_dir, 
         lp_a = a.logprobs[0][a.token_ids[0]].logprob
         lp_b = b.logprobs[0][b.token_ids[0]].logprob
         assert abs(lp_a - lp_b) < 0.1
-    _all_blocks_free(llm)
+    assert_all_blocks_free(llm)
 
 
 def test_gather_logprobs_oracle_sanity():
@@ -244,7 +231,7 @@ def test_pipelined_steps_drop_what_an_abort_left_in_flight(cuda_fp32):
     assert all(ev.request_id == "x-b" for ev in events)
     assert sum(len(ev.new_token_ids) for ev in events) + 1 == 5  # one came before the abort
     assert events[-1].finish_reason == "length"
-    _all_blocks_free(cuda_fp32)
+    assert_all_blocks_free(cuda_fp32)
 
 
 def test_stop_strings_end_requests_on_the_pipelined_engine(cuda_fp32, cpu_llm):
@@ -256,7 +243,7 @@ def test_stop_strings_end_requests_on_the_pipelined_engine(cuda_fp32, cpu_llm):
     b = cpu_llm.generate(["the cat sat on", "a"], sp)
     assert [o.outputs[0].text for o in a] == [o.outputs[0].text for o in b]
     assert a[0].outputs[0].finish_reason == "stop"
-    _all_blocks_free(cuda_fp32)
+    assert_all_blocks_free(cuda_fp32)
 
 
 def test_async_llm_streams_from_the_cuda_backend(tiny_model_dir, cpu_llm):
@@ -290,7 +277,7 @@ def test_async_llm_streams_from_the_cuda_backend(tiny_model_dir, cpu_llm):
 
     try:
         got = asyncio.run(main())
-        assert got == _ids(cpu_llm.generate(["hello world", "a"], sp))
+        assert got == token_ids(cpu_llm.generate(["hello world", "a"], sp))
         assert eng.get_stats().kv_cache_usage == 0.0
     finally:
         eng.shutdown()

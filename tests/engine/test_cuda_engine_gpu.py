@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from engine import LLM, SamplingParams
+from tests.engine.engine_checks import assert_all_blocks_free, token_ids
 
 pytestmark = [
     pytest.mark.gpu,
@@ -34,14 +35,6 @@ def _release_gpu_memory():
     cupy.get_default_memory_pool().free_all_blocks()
 
 
-def _ids(outputs) -> list[list[int]]:
-    return [o.outputs[0].token_ids for o in outputs]
-
-
-def _all_blocks_free(llm: LLM) -> None:
-    kv = llm.engine.kv_cache
-    assert kv.num_free_blocks == kv.pool.num_blocks, "KV blocks leaked"
-
 
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory) -> dict[str, Path]:
@@ -62,8 +55,8 @@ def test_greedy_fp32_equals_the_cpu_backend(model_dirs, variant):
               num_kv_blocks=256)
     prompts = _prompts(cpu.config.model.vocab_size)
     sp = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
-    assert _ids(gpu.generate(prompts, sp)) == _ids(cpu.generate(prompts, sp))
-    _all_blocks_free(gpu)
+    assert token_ids(gpu.generate(prompts, sp)) == token_ids(cpu.generate(prompts, sp))
+    assert_all_blocks_free(gpu)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
@@ -104,7 +97,7 @@ def test_cuda_graph_replay_equals_eager(model_dirs):
     prompts = _prompts(graphs.config.model.vocab_size, 11)  # 11 rows: replays pad to the 16 graph
     sp = SamplingParams(max_tokens=20, temperature=0, ignore_eos=True, logprobs=2)
     a, b = graphs.generate(prompts, sp), eager.generate(prompts, sp)
-    assert _ids(a) == _ids(b)
+    assert token_ids(a) == token_ids(b)
     for x, y in zip(a, b):
         for px, py in zip(x.outputs[0].logprobs, y.outputs[0].logprobs):
             np.testing.assert_allclose([v.logprob for v in px.values()], [v.logprob for v in py.values()],
@@ -123,8 +116,8 @@ def test_batch_invariance_and_preemption(model_dirs):
     together = small.generate(prompts, sp)
     assert small.get_stats().num_preemptions > 0
     alone = [small.generate(p, sp)[0] for p in prompts]
-    assert _ids(together) == _ids(alone)
-    _all_blocks_free(small)
+    assert token_ids(together) == token_ids(alone)
+    assert_all_blocks_free(small)
 
 
 def test_kv_cache_fills_the_memory_fraction(model_dirs):
