@@ -1,13 +1,14 @@
 """GPU kernel benchmarks: each kernel's rate as a fraction of ceilings measured in the same run.
 
-    python benchmarks/bench_gpu.py [--model llama-3.2-1b]   # on a CUDA device, one run (< 10 min)
+    python -m benchmarks kernels          # the CPU suite, then these cases when a GPU is usable
+    python benchmarks/bench_gpu.py [--model llama-3.2-1b] [--quick]   # these cases alone (< 10 min)
 
 Ceilings, measured first: device-to-device copy bandwidth (bytes read + written per second of a
-large `dst[...] = src`) and the cuBLAS bf16 GEMM rate (8192^3 through CuPy). Memory-bound kernels
-(decode-size matvecs, decode attention, norms, sampling) report GB/s (every byte read or written
-once) as a fraction of the copy bandwidth; compute-bound ones (prefill attention, batched
-matmuls) report TFLOP/s as a fraction of the GEMM rate. Shapes: Llama-3.1-8B and Llama-3.2-1B
-(benchmarks/model_shapes), batches 1, 16, 64, 256. Times are CUDA-event medians over rounds.
+large `dst[...] = src`) and the cuBLAS bf16 GEMM rate (8192^3 through CuPy). Each case's counted
+bytes and FLOPs (benchmarks/counts.py) give its GB/s and TFLOP/s; its fraction is the roofline's
+(whichever of the two ceilings binds). Shapes: Llama-3.1-8B and Llama-3.2-1B
+(benchmarks/model_shapes), batches 1, 16, 64, 256. Times are CUDA-event medians over rounds:
+a host clock around asynchronous launches would time the launches.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import SHAPES, record
+from benchmarks import schema
+from benchmarks.common import SHAPES, commit
 
 BATCHES = (1, 16, 64, 256)
 MODELS = ("llama-3.1-8b", "llama-3.2-1b")
@@ -41,7 +43,6 @@ class Case:
     run: Callable[[], Any]
     nbytes: int
     flops: int = 0
-    compute_bound: bool = False  # judged against the GEMM rate (else against the copy bandwidth)
 
 
 class Device:
@@ -64,8 +65,11 @@ class Device:
     def asarray(self, host: np.ndarray):
         return self.cupy.asarray(host)
 
-    def time(self, fn: Callable[[], Any], rounds: int = 5, per_round: int = 20) -> tuple[float, float]:
-        """(median, max - min) seconds per call, from CUDA events around `per_round` calls."""
+    def name(self) -> str:
+        return self.cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+
+    def time(self, fn: Callable[[], Any], rounds: int = 5, per_round: int = 20) -> list[float]:
+        """Seconds per call in each round, from CUDA events around `per_round` calls."""
         fn()  # compile, load, warm the caches
         times = []
         for _ in range(rounds):
@@ -76,18 +80,19 @@ class Device:
             end.record()
             end.synchronize()
             times.append(self.cupy.cuda.get_elapsed_time(start, end) / 1e3 / per_round)
-        return statistics.median(times), max(times) - min(times)
+        return times
 
 
-def ceilings(dev: Device) -> dict:
-    """Copy bandwidth (B/s, read + write) and bf16 GEMM rate (FLOP/s) measured now."""
+def ceilings(dev: Device) -> dict[str, float]:
+    """Copy bandwidth (`copy_Bps`, read + write) and the GEMM rate (`gemm_bf16`, or `gemm_fp16`
+    with a CuPy that has no bf16) measured now. The interpreter stand-in has no hardware: it
+    gets an H200's nominal figures, so its rows exercise the arithmetic only."""
     if dev.smoke:
-        return {"copy_Bps": 1e9, "gemm_flops": 1e9, "gemm_dtype": "none (interpreter)"}
+        return {"copy_Bps": 4.8e12, "gemm_bf16": 989e12}
     cp = dev.cupy
     n = 1 << 30
     src, dst = cp.ones(n, cp.uint8), cp.empty(n, cp.uint8)
-    t, _ = dev.time(lambda: dst.__setitem__(Ellipsis, src), per_round=5)
-    copy = 2 * n / t
+    copy = 2 * n / statistics.median(dev.time(lambda: dst.__setitem__(Ellipsis, src), per_round=5))
     size = 8192
     try:
         a = dev.randn((size, size), "bfloat16")
@@ -96,8 +101,8 @@ def ceilings(dev: Device) -> dict:
         a = dev.randn((size, size), "float16")
         gemm_dtype = "float16"
     c = cp.empty_like(a)
-    t, _ = dev.time(lambda: cp.matmul(a, a, out=c), per_round=5)
-    return {"copy_Bps": copy, "gemm_flops": 2 * size**3 / t, "gemm_dtype": gemm_dtype}
+    t = statistics.median(dev.time(lambda: cp.matmul(a, a, out=c), per_round=5))
+    return {"copy_Bps": copy, f"gemm_{'bf16' if gemm_dtype == 'bfloat16' else 'fp16'}": 2 * size**3 / t}
 
 
 def model_dims(name: str, smoke: bool) -> dict:
@@ -129,39 +134,40 @@ def cases_for(dev: Device, model: str, batch: int) -> list[Case]:
     return out
 
 
-def run(dev, save: bool, models=MODELS, batches=BATCHES) -> list[dict]:
-    """Measure the ceilings, then every case; print a line and (save) append a row per case."""
+def run(dev, quick: bool = False, progress: bool = False, models=None, batches=None) -> list[schema.Result]:
+    """Measure the ceilings, then every case (quick: Llama-3.2-1B at batches 1 and 64)."""
+    from tqdm import tqdm
+
+    models = models or (("llama-3.2-1b",) if quick else MODELS)
+    batches = batches or ((1, 64) if quick else BATCHES)
     ceil = ceilings(dev)
-    print(f"ceilings: copy {ceil['copy_Bps'] / 1e9:.0f} GB/s, {ceil['gemm_dtype']} GEMM "
-          f"{ceil['gemm_flops'] / 1e12:.0f} TFLOP/s", flush=True)
+    gemm = next(k for k in ceil if k.startswith("gemm"))
+    device = "interpreter stand-in" if dev.smoke else dev.name()
     rows = []
-    for model in models:
-        for batch in batches:
-            for case in cases_for(dev, model, batch):
-                med, spread = dev.time(case.run)
-                gbps, tflops = case.nbytes / med, case.flops / med
-                frac = tflops / ceil["gemm_flops"] if case.compute_bound else gbps / ceil["copy_Bps"]
-                row = {"name": case.name, "backend": "cuda", "shape": case.shape, "dtype": case.dtype,
-                       "median_s": med, "gbps": gbps / 1e9, "tflops": tflops / 1e12 if case.flops else None,
-                       "pct_of_ceiling": 100 * frac,
-                       "extra": {"spread_s": spread, "ceiling": "gemm" if case.compute_bound else "copy",
-                                 "copy_GB/s": ceil["copy_Bps"] / 1e9, "gemm_TFLOP/s": ceil["gemm_flops"] / 1e12,
-                                 "bytes": case.nbytes, "flops": case.flops}}
-                if save:
-                    record(row["name"], **{k: v for k, v in row.items() if k != "name"}, file="gpu.jsonl")
-                rows.append(row)
-                print(f"{case.name:24s} {model:13s} B={batch:<4d} {case.dtype:9s} {med * 1e6:9.1f} us "
-                      f"{gbps / 1e9:8.1f} GB/s {tflops / 1e12:7.1f} TFLOP/s  {frac:.2f} of "
-                      f"{'GEMM' if case.compute_bound else 'copy'}", flush=True)
+    for model, batch in tqdm([(m, b) for m in models for b in batches], desc="kernels (gpu)", disable=not progress,
+                             leave=False):
+        for case in cases_for(dev, model, batch):
+            rows.append(schema.make(case.name, suite="kernels", backend="cuda", device=device,
+                                    shape={"model": model, **case.shape}, dtype=case.dtype, batch=batch,
+                                    times=dev.time(case.run), nbytes=case.nbytes, flops=case.flops or None,
+                                    ceilings=ceil, memory="copy_Bps", compute=gemm, machine=device,
+                                    commit=commit()))
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--no-record", action="store_true", help="print only, do not append to results/gpu.jsonl")
-    ap.add_argument("--model", nargs="+", default=list(MODELS), choices=MODELS)
+    ap.add_argument("--no-record", action="store_true", help="print only, write no results file")
+    ap.add_argument("--quick", action="store_true", help="Llama-3.2-1B at batches 1 and 64 only")
+    ap.add_argument("--model", nargs="+", default=None, choices=MODELS)
     args = ap.parse_args(argv)
-    run(Device(), not args.no_record, tuple(args.model))
+    from benchmarks import report
+    from benchmarks.cli import default_results_dir
+
+    rows = run(Device(), args.quick, progress=True, models=tuple(args.model) if args.model else None)
+    print(report.markdown(rows))
+    if not args.no_record:
+        print(schema.write(rows, schema.run_file(default_results_dir(), "kernels", commit(), args.quick)))
 
 
 if __name__ == "__main__":

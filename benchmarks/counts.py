@@ -83,6 +83,13 @@ def silu_and_mul(rows: int, inter: int, act: str = "f32") -> Work:
     return Work(3 * rows * inter * element_bytes(act), 4 * rows * inter)
 
 
+def rope(rows: int, heads: int, head_dim: int, act: str = "f32") -> Work:
+    """Rotary embedding in place on x[rows, heads, head_dim]: x read and written, each row's
+    cos and sin tables (head_dim / 2 each) and its position read; 6 FLOPs per rotated pair."""
+    a = element_bytes(act)
+    return Work(2 * rows * heads * head_dim * a + rows * (head_dim * a + 8), 3 * rows * heads * head_dim)
+
+
 # ------------------------------------------------------------------ whole models (Llama family)
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmarks import counts
 from benchmarks.bench_gpu import Case
 
 BF16 = "bfloat16"
@@ -22,19 +23,17 @@ def linear_cases(dev, dims, batch, context) -> list[Case]:
     out = []
     for label, (n, k) in (("gate_up", (2 * inter, h)), ("down", (h, inter))):
         x = dev.randn((batch, k), BF16)
-        act_bytes = 2 * batch * (k + n)
-        flops = 2 * batch * n * k
         w = dev.randn((n, k), BF16, scale=0.02)
-        # a batch of 64 or more reuses each weight enough to be compute-bound on an H200
-        bound = batch >= 64
+        work = counts.linear(batch, k, n, "bf16", act="bf16")
         out.append(Case(f"linear_{label}", {"N": n, "K": k}, BF16, lambda x=x, w=w: linear(x, w),
-                        2 * n * k + act_bytes, flops, bound))
+                        work.bytes, work.flops))
         host = np.random.default_rng(1).standard_normal((n, k), dtype=np.float32) * 0.02
         for fmt in ("q8_0", "q4_0"):
             packed = repack(K.quantize(host, fmt), fmt).to_device(dev.asarray)
-            wbytes = packed.qs.nbytes + packed.scales.nbytes
+            # the repacked layout holds the same bytes as GGUF's blocks, so the count is the format's
+            work = counts.linear(batch, k, n, fmt, act="bf16")
             out.append(Case(f"quant_linear_{label}", {"N": n, "K": k}, fmt,
-                            lambda x=x, p=packed: quant_linear(x, p), wbytes + act_bytes, flops, bound))
+                            lambda x=x, p=packed: quant_linear(x, p), work.bytes, work.flops))
     return out
 
 
@@ -59,19 +58,17 @@ def attention_cases(dev, dims, batch, context) -> list[Case]:
     scale = d**-0.5
     k_cache, v_cache, tables, seq_lens = _paged_cache(dev, batch, context, dims)
     q = dev.randn((batch, hq, d), BF16)
-    kv_bytes = 2 * batch * context * hk * d * 2
+    work = counts.decode_attention(batch, context, hq, hk, d, kv="bf16", act="bf16")
     cases = [Case("decode_attention", {"context": context, "heads": f"{hq}/{hk}x{d}"}, BF16,
-                  lambda: decode_attention(q, k_cache, v_cache, tables, seq_lens, scale),
-                  kv_bytes + 2 * 2 * batch * hq * d, 4 * batch * hq * d * context)]
+                  lambda: decode_attention(q, k_cache, v_cache, tables, seq_lens, scale), work.bytes, work.flops)]
     if batch == 1:
         prompt = context // 4 if not dev.smoke else context
         kc, vc, pt, ps = _paged_cache(dev, 1, prompt, dims)
         pq = dev.randn((prompt, hq, d), BF16)
         starts = dev.asarray(np.array([0, prompt], np.int32))
-        flops = 4 * hq * d * prompt * (prompt + 1) // 2
+        work = counts.prefill_attention(prompt, hq, hk, d, "bf16")
         cases.append(Case("prefill_attention", {"prompt": prompt, "heads": f"{hq}/{hk}x{d}"}, BF16,
-                          lambda: prefill_attention(pq, kc, vc, pt, ps, starts, scale),
-                          2 * 2 * prompt * (hq + 2 * hk) * d, flops, compute_bound=True))
+                          lambda: prefill_attention(pq, kc, vc, pt, ps, starts, scale), work.bytes, work.flops))
     return cases
 
 

@@ -154,14 +154,18 @@ def ceiling_units(ceilings: dict[str, float]) -> dict[str, float]:
 
 
 def make(name: str, *, suite: str, backend: str, device: str, shape: dict, dtype: str, batch: int | None,
-         times: list[float], nbytes: int | None = None, flops: int | None = None,
+         times: list[float] | None = None, stats: tuple[float, float, int] | None = None, nbytes: int | None = None, flops: int | None = None,
          ceilings: dict[str, float] | None = None, memory: str | None = None, compute: str | None = None,
          machine: str = "", commit: str = "", extra: dict | None = None) -> Result:
-    """A validated Result from the raw timings of one unit of work and its counted bytes/FLOPs."""
-    median_s, iqr = spread(times)
+    """A validated Result from the raw timings of one unit of work (or, from a harness that keeps
+    its own statistics, `stats` = (median, interquartile range, repeats)) and its counted
+    bytes/FLOPs."""
+    if (times is None) == (stats is None):
+        raise ValueError("give either the timings or their (median, iqr, repeats)")
+    median_s, iqr, repeats = stats if stats is not None else (*spread(times), len(times))
     ceilings = ceilings or {}
     r = Result(name=name, suite=suite, backend=backend, device=device, shape=shape, dtype=dtype, batch=batch,
-               median_s=median_s, spread_s=iqr, repeats=len(times), bytes=nbytes, flops=flops,
+               median_s=median_s, spread_s=iqr, repeats=repeats, bytes=nbytes, flops=flops,
                **rates(nbytes, flops, median_s, ceilings, memory, compute), ceilings=ceiling_units(ceilings),
                machine=machine, commit=commit, date=time.strftime("%Y-%m-%d"), extra=extra or {})
     validate(r)

@@ -112,13 +112,30 @@ def _convert_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
 
 
+def _bench_parser(sub) -> None:
+    # everything after `bench` goes to the benchmark suite's own parser (`hearth bench --help`)
+    p = sub.add_parser("bench", add_help=False, help="benchmarks: kernels | engine | serve | all | compare | plot | "
+                                                     "report (see `hearth bench --help`)")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hearth", description="hearth: LLM inference without PyTorch")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _generate_parser(sub)
     _convert_parser(sub)
+    _bench_parser(sub)
     return parser
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    try:
+        from benchmarks.cli import main as bench_main
+    except ImportError as e:
+        raise ValueError(f"the benchmark suite is not installed ({e}); install hearth with its bench extra: "
+                         "pip install 'hearth[bench]'") from None
+    return bench_main(args.bench_args)
 
 
 def _run_convert(args: argparse.Namespace) -> int:
@@ -188,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_serve(args)
         if args.command == "convert":
             return _run_convert(args)
+        if args.command == "bench":
+            return _run_bench(args)
     except ValueError as e:
         print(f"hearth: error: {e}", file=sys.stderr)
         return 2

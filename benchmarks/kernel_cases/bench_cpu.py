@@ -1,0 +1,141 @@
+"""CPU kernel cases: kernels.cpu at the shapes of real models, each with its counted work.
+
+Shapes (benchmarks/model_shapes): Qwen2.5-0.5B (hidden 896, MLP 4864, 14/2 heads of 64),
+Llama-3.2-1B (hidden 2048, MLP 8192, 32/8 heads of 64) and Llama-3.1-8B's 4096 x 4096
+attention projection. Weights cycle through enough copies that none is found in cache; the
+pointwise ops run on tensors larger than the last-level cache.
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import kernels.cpu as K
+from benchmarks import counts
+from benchmarks.kernel_cases.measure import copies_for, rotating, run_case
+
+FORMATS = ("bf16", "q8_0", "q4_0")
+# (K, N): Qwen2.5-0.5B MLP up / down, Llama-3.2-1B MLP up / down, Llama-3.1-8B q_proj
+LINEAR_SHAPES = ((896, 4864), (4864, 896), (2048, 8192), (8192, 2048), (4096, 4096))
+LINEAR_M = (1, 16, 128)
+ATTENTION = {"qwen2.5-0.5b": (14, 2, 64), "llama-3.2-1b": (32, 8, 64)}  # (Hq, Hk, D)
+
+FULL = {
+    "linear": [(m, k, n, f) for f in FORMATS for (k, n) in LINEAR_SHAPES for m in LINEAR_M],
+    "decode_attention": [(model, b, ctx) for model in ATTENTION for b in (1, 16) for ctx in (512, 4096)],
+    "prefill_attention": [(model, t) for model in ATTENTION for t in (512, 2048)],
+    "pointwise": [(2048, 2048), (512, 4096)],  # (rows, hidden): norms; silu_and_mul uses 4 x hidden
+}
+QUICK = {
+    "linear": [(1, 896, 4864, f) for f in FORMATS] + [(16, 896, 4864, "bf16"), (16, 896, 4864, "q8_0")],
+    "decode_attention": [("qwen2.5-0.5b", 4, 1024)],
+    "prefill_attention": [("qwen2.5-0.5b", 256)],
+    "pointwise": [(1024, 2048)],
+}
+
+
+def pytest_generate_tests(metafunc):
+    table = QUICK if metafunc.config.getoption("--bench-quick") else FULL
+    for fixture in ("linear", "decode_attention", "prefill_attention", "pointwise"):
+        if fixture + "_case" in metafunc.fixturenames:
+            cases = table[fixture]
+            metafunc.parametrize(fixture + "_case", cases, ids=["-".join(map(str, c)) for c in cases])
+
+
+def _random(rng, *shape) -> np.ndarray:
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
+def _weights(rng, n: int, k: int, fmt: str, quick: bool) -> list[np.ndarray]:
+    """Copies of one random n x k matrix in `fmt`, enough of them to defeat the caches."""
+    w = _random(rng, n, k) * 0.02
+    stored = w.astype(ml_dtypes.bfloat16) if fmt == "bf16" else K.quantize(w, fmt)
+    return [stored.copy() for _ in range(copies_for(stored.nbytes, quick))]
+
+
+def bench_linear(benchmark, linear_case, quick):
+    m, k, n, fmt = linear_case
+    rng = np.random.default_rng(0)
+    ws, x = _weights(rng, n, k, fmt, quick), _random(rng, m, k)
+    out = np.empty((m, n), np.float32)
+    if fmt == "bf16":
+        fn = rotating(lambda w: K.linear(x, w, out=out), ws)
+    else:
+        fn = rotating(lambda w: K.linear_quant(x, w, fmt, out=out), ws)
+    run_case(benchmark, fn, counts.linear(m, k, n, fmt), name="linear", shape={"M": m, "K": k, "N": n},
+             dtype=fmt, batch=m, compute="gemm_fp32" if fmt == "bf16" else "int8_dot")
+
+
+def _paged(rng, hk: int, d: int, lengths: list[int], block: int = 16):
+    """A float32 paged cache holding sequences of `lengths` tokens in shuffled blocks."""
+    per_seq = [-(-n // block) for n in lengths]
+    total = sum(per_seq)
+    perm = rng.permutation(total).astype(np.int32)
+    tables = np.zeros((len(lengths), max(per_seq)), np.int32)
+    start = 0
+    for s, blocks in enumerate(per_seq):
+        tables[s, :blocks] = perm[start:start + blocks]
+        start += blocks
+    k_cache, v_cache = _random(rng, total, block, hk, d), _random(rng, total, block, hk, d)
+    return k_cache, v_cache, tables, np.asarray(lengths, np.int32)
+
+
+def bench_decode_attention(benchmark, decode_attention_case):
+    model, batch, ctx = decode_attention_case
+    hq, hk, d = ATTENTION[model]
+    rng = np.random.default_rng(1)
+    k_cache, v_cache, tables, lens = _paged(rng, hk, d, [ctx] * batch)
+    q, starts = _random(rng, batch, hq, d), np.arange(batch + 1, dtype=np.int32)
+    out = np.empty_like(q)
+    run_case(benchmark, lambda: K.paged_attention(q, k_cache, v_cache, tables, lens, starts, d**-0.5, out=out),
+             counts.decode_attention(batch, ctx, hq, hk, d), name="decode_attention",
+             shape={"model": model, "context": ctx, "Hq": hq, "Hk": hk, "D": d}, dtype="f32", batch=batch)
+
+
+def bench_prefill_attention(benchmark, prefill_attention_case):
+    model, tokens = prefill_attention_case
+    hq, hk, d = ATTENTION[model]
+    rng = np.random.default_rng(2)
+    k_cache, v_cache, tables, lens = _paged(rng, hk, d, [tokens])
+    q, starts = _random(rng, tokens, hq, d), np.asarray([0, tokens], np.int32)
+    out = np.empty_like(q)
+    run_case(benchmark, lambda: K.paged_attention(q, k_cache, v_cache, tables, lens, starts, d**-0.5, out=out),
+             counts.prefill_attention(tokens, hq, hk, d), name="prefill_attention",
+             shape={"model": model, "tokens": tokens, "Hq": hq, "Hk": hk, "D": d}, dtype="f32", batch=1)
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["rms_norm", "add_rms_norm"])
+def bench_rms_norm(benchmark, pointwise_case, residual):
+    rows, hidden = pointwise_case
+    rng = np.random.default_rng(3)
+    x, r, w = _random(rng, rows, hidden), _random(rng, rows, hidden), _random(rng, hidden)
+    out = np.empty_like(x)
+    fn = (lambda: K.add_rms_norm(x, r, w, 1e-6, out=out)) if residual else (lambda: K.rms_norm(x, w, 1e-6, out=out))
+    run_case(benchmark, fn, counts.rms_norm(rows, hidden, residual=residual),
+             name="add_rms_norm" if residual else "rms_norm", shape={"rows": rows, "hidden": hidden},
+             dtype="f32", batch=rows, compute=None)
+
+
+def bench_silu_and_mul(benchmark, pointwise_case):
+    rows, hidden = pointwise_case
+    inter = 4 * hidden
+    rng = np.random.default_rng(4)
+    gate, up = _random(rng, rows, inter), _random(rng, rows, inter)
+    out = np.empty_like(gate)
+    run_case(benchmark, lambda: K.silu_and_mul(gate, up, out=out), counts.silu_and_mul(rows, inter),
+             name="silu_and_mul", shape={"rows": rows, "inter": inter}, dtype="f32", batch=rows, compute=None)
+
+
+def bench_rope(benchmark, pointwise_case):
+    rows, hidden = pointwise_case
+    d = 64
+    heads = hidden // d
+    rng = np.random.default_rng(5)
+    x = _random(rng, rows, heads, d)
+    pos = rng.integers(0, 4096, rows).astype(np.int64)
+    angles = np.outer(np.arange(4096), 10000.0 ** (-np.arange(d // 2) / (d // 2))).astype(np.float32)
+    cos, sin = np.cos(angles), np.sin(angles)
+    run_case(benchmark, lambda: K.rope(x, pos, cos, sin), counts.rope(rows, heads, d),
+             name="rope", shape={"rows": rows, "heads": heads, "D": d}, dtype="f32", batch=rows, compute=None)

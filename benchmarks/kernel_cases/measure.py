@@ -1,0 +1,46 @@
+"""How a kernel case is timed and labelled for the suite's results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from benchmarks.counts import Work
+
+ROTATION_BYTES = 256 << 20  # > the last-level cache many times over: weights come from memory
+QUICK_ROTATION_BYTES = 96 << 20
+
+
+def run_case(benchmark, fn: Callable[[], Any], work: Work, *, name: str, shape: dict, dtype: str,
+             batch: int | None, backend: str = "cpu", memory: str = "read_Bps", compute: str | None = "gemm_fp32",
+             calls: int = 1, rounds: int | None = None) -> None:
+    """Time `fn` with pytest-benchmark and attach what the suite needs to judge it: the counted
+    bytes/FLOPs of one kernel call, the ceilings that apply, and the labels of the result row.
+
+    `calls`: kernel calls per `fn` call (GPU cases launch several and synchronize once, so the
+    host clock measures the device's time); `rounds` fixes the number of timed rounds
+    (otherwise pytest-benchmark calibrates them against --benchmark-max-time)."""
+    benchmark.group = name
+    benchmark.extra_info.update(case=name, backend=backend, shape=shape, dtype=dtype, batch=batch,
+                                bytes=work.bytes, flops=work.flops, memory=memory, compute=compute, calls=calls)
+    if rounds is None:
+        benchmark(fn)
+    else:
+        benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
+
+
+def copies_for(nbytes: int, quick: bool) -> int:
+    """How many copies of an operand of `nbytes` to cycle through so that none is in cache."""
+    return max(1, -(-(QUICK_ROTATION_BYTES if quick else ROTATION_BYTES) // nbytes))
+
+
+def rotating(call: Callable[[Any], Any], operands: Sequence[Any]) -> Callable[[], None]:
+    """A no-argument function that calls `call(operand)` on the next operand of a cycle."""
+    state = [0]
+    n = len(operands)
+
+    def run() -> None:
+        call(operands[state[0] % n])
+        state[0] += 1
+
+    return run
