@@ -27,18 +27,20 @@ FULL = {
     "decode_attention": [(model, b, ctx) for model in ATTENTION for b in (1, 16) for ctx in (512, 4096)],
     "prefill_attention": [(model, t) for model in ATTENTION for t in (512, 2048)],
     "pointwise": [(2048, 2048), (512, 4096)],  # (rows, hidden): norms; silu_and_mul uses 4 x hidden
+    "quantize": [(4096, 4096, f) for f in ("q8_0", "q4_0")],
 }
 QUICK = {
     "linear": [(1, 896, 4864, f) for f in FORMATS] + [(16, 896, 4864, "bf16"), (16, 896, 4864, "q8_0")],
     "decode_attention": [("qwen2.5-0.5b", 4, 1024)],
     "prefill_attention": [("qwen2.5-0.5b", 256)],
     "pointwise": [(1024, 2048)],
+    "quantize": [(2048, 2048, "q8_0")],
 }
 
 
 def pytest_generate_tests(metafunc):
     table = QUICK if metafunc.config.getoption("--bench-quick") else FULL
-    for fixture in ("linear", "decode_attention", "prefill_attention", "pointwise"):
+    for fixture in ("linear", "decode_attention", "prefill_attention", "pointwise", "quantize"):
         if fixture + "_case" in metafunc.fixturenames:
             cases = table[fixture]
             metafunc.parametrize(fixture + "_case", cases, ids=["-".join(map(str, c)) for c in cases])
@@ -139,3 +141,13 @@ def bench_rope(benchmark, pointwise_case):
     cos, sin = np.cos(angles), np.sin(angles)
     run_case(benchmark, lambda: K.rope(x, pos, cos, sin), counts.rope(rows, heads, d),
              name="rope", shape={"rows": rows, "heads": heads, "D": d}, dtype="f32", batch=rows, compute=None)
+
+
+def bench_quantize(benchmark, quantize_case):
+    """Quantizing an fp32 matrix on load: its bytes read and the blocks written."""
+    n, k, fmt = quantize_case
+    w = _random(np.random.default_rng(6), n, k)
+    out = np.empty((n, counts.matrix_bytes(1, k, fmt)), np.uint8)
+    work = counts.Work(w.nbytes + out.nbytes, 0)
+    run_case(benchmark, lambda: K.quantize(w, fmt, out), work, name="quantize", shape={"N": n, "K": k},
+             dtype=f"f32->{fmt}", batch=None, compute=None)

@@ -1,6 +1,6 @@
 """One large allocation for the weights the engine creates itself (quantize-on-load).
 
-Measured on this machine (benchmarks/bench_quant.py): a quantized matvec over separate numpy
+Measured on this machine (issue 6, with the quantized matvec benchmark): a quantized matvec over separate numpy
 arrays of a few MiB runs ~15% slower than over one large buffer. numpy asks the kernel for
 transparent huge pages only for allocations of 4 MiB or more, so small arrays sit on 4 KiB
 pages and every weight row streamed in costs a TLB miss. A model quantized on load has hundreds
