@@ -7,8 +7,9 @@ bf16, q8_0 and q4_0 (quantized on load).
 
 Phases, in one process (the defaults are sized to finish within ~9 minutes on an H200):
 
-1. Ceiling: device-to-device copy bandwidth (bytes read + written per second of a large
-   `dst[...] = src`, CUDA events; benchmarks/bench_gpu.py's measurement) and its bf16 GEMM rate.
+1. Ceilings: device-to-device copy bandwidth (`copy_Bps`: bytes read + written per second of a
+   large `dst[...] = src`, CUDA events) and the bf16 GEMM rate (`gemm_bf16`, ops/s), both from
+   benchmarks/bench_gpu.py's `ceilings()`.
 2. Per shape, a random checkpoint (benchmarks.common.tiled_random_checkpoint, in a temporary
    directory deleted afterwards); per format, one engine (LLM(device="cuda", ...)), whose
    construction wall time (load, quantize, KV sizing, graph capture) is the start-up time.
@@ -16,9 +17,12 @@ Phases, in one process (the defaults are sized to finish within ~9 minutes on an
    step is timed until `--tokens` tokens (greedy, ignore_eos) are out. Time per token = the
    decode phase's wall time / its steps (whole EngineCore steps: scheduling, inputs, graph
    replay, sampling; no detokenization), median over `--repeats` prompts. A step must read every
-   weight once, so roofline time = weight bytes per token (counted from the loaded model: every
-   matrix, norm and the output head; quantized matrices as their packed quants + scales) / copy
-   bandwidth, and "of roofline" = roofline time / measured time.
+   weight once and the KV cache of its context (prompt + half the output, the run's mean) once,
+   so bytes per token = weight bytes (counted from the loaded model: every matrix, norm and the
+   output head; quantized matrices as their packed quants + scales) + KV bytes, roofline time =
+   those bytes / copy bandwidth, and "of roofline" (the row's `fraction`) = roofline time /
+   measured time. The weights-only figure of earlier versions is kept as
+   `fraction_of_weight_roofline`. FLOPs per token = 2 x the matrices' parameters (counts.Dims).
 4. Throughput (bf16, `--throughput-shape`): `c` requests of random `--tp-prompt-len` prompts and
    `--tp-output-len` output tokens each (ignore_eos, temperature 1), all submitted at once
    through LLM.generate; output tok/s and (prompt + output) tok/s over the wall time.
@@ -29,15 +33,19 @@ Phases, in one process (the defaults are sized to finish within ~9 minutes on an
 Every engine gets the same settings (--max-num-seqs, --max-num-batched-tokens, and max_model_len
 just long enough for the runs), so start-up times compare like with like.
 
-Every figure is appended as one JSON line to benchmarks/results/engine_gpu.jsonl (the schema of
-benchmarks.common.record, plus the GPU's name and the ceiling) and a markdown table for the README
-is printed at the end. Checkpoints are written under $TMPDIR (16 GB for the 8B shape).
+Rows are in the one result schema (benchmarks/schema.py; suite "engine", backend "cuda", device
+and machine the GPU's name): "decode" (batch 1), "throughput" (batch = concurrent requests) and
+"startup" (no batch; the memory figures in `extra`). At the end they are written together to one
+file per run, benchmarks/results/engine-<date>-<commit>[-quick].jsonl (unless --no-record), and a
+markdown table for the README is printed. Checkpoints are written under $TMPDIR (16 GB for the 8B
+shape).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import statistics
 import sys
@@ -52,7 +60,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import load_shape, record, tiled_random_checkpoint
+from benchmarks import counts, schema
+from benchmarks.common import commit, load_shape, tiled_random_checkpoint
 from engine import LLM, SamplingParams
 
 SHAPES = ("llama-3.2-1b", "llama-3.1-8b")
@@ -83,7 +92,8 @@ class Plan:
     gpu_memory_fraction: float = 0.9
     enforce_eager: bool = False
     save: bool = True
-    results_file: str = "engine_gpu.jsonl"
+    results_dir: Path | None = None  # None: benchmarks.cli.default_results_dir() (benchmarks/results)
+    quick: bool = False  # marks the results file name (-quick)
 
     def tp_shape(self) -> str | None:
         if not self.throughput:
@@ -101,7 +111,7 @@ class Plan:
 
 def quick(plan: Plan) -> Plan:
     """A sanity run: few tokens, one repeat, short throughput requests."""
-    return replace(plan, decode_tokens=32, repeats=1, tp_prompt_len=128, tp_output_len=32)
+    return replace(plan, decode_tokens=32, repeats=1, tp_prompt_len=128, tp_output_len=32, quick=True)
 
 
 class CudaGpu:
@@ -176,21 +186,38 @@ def kv_bytes_per_token(llm: LLM, context: int) -> int:
 
 # ------------------------------------------------------------------ phases
 
-def _emit(plan: Plan, name: str, *, shape: dict, dtype: str, median_s: float, gbps: float | None = None,
-          pct_of_ceiling: float | None = None, extra: dict) -> dict:
-    """One result row in benchmarks.common.record's schema (appended to the results file if saving)."""
-    if plan.save:
-        return record(name, backend="cuda", shape=shape, dtype=dtype, median_s=median_s, gbps=gbps,
-                      pct_of_ceiling=pct_of_ceiling, extra=extra, file=plan.results_file)
-    return {"name": name, "backend": "cuda", "shape": shape, "dtype": dtype, "median_s": median_s, "GB/s": gbps,
-            "TFLOP/s": None, "pct_of_ceiling": pct_of_ceiling, "date": time.strftime("%Y-%m-%d"), **extra}
+@dataclass
+class Run:
+    """What every row of one run shares: the device, the measured ceilings (bytes/s and ops/s, as
+    bench_gpu.ceilings() returns them), the commit and the engine settings (in each row's extra)."""
+
+    device: str
+    ceilings: dict[str, float]
+    commit: str
+    settings: dict
+
+    @property
+    def gemm(self) -> str:
+        """The GEMM ceiling's key (`gemm_bf16`, or `gemm_fp16` on a CuPy without bf16)."""
+        return next(k for k in self.ceilings if k.startswith("gemm"))
+
+    def row(self, name: str, *, shape: dict, dtype: str, batch: int | None, times: list[float],
+            extra: dict, nbytes: int | None = None, flops: int | None = None) -> schema.Result:
+        """One result row; rows with counted bytes get the ceilings and their roofline fraction."""
+        bound = nbytes is not None or flops is not None
+        return schema.make(name, suite="engine", backend="cuda", device=self.device, shape=shape, dtype=dtype,
+                           batch=batch, times=times, nbytes=nbytes, flops=flops,
+                           ceilings=self.ceilings if bound else None, memory="copy_Bps" if bound else None,
+                           compute=self.gemm if bound else None, machine=self.device, commit=self.commit,
+                           extra={**self.settings, **extra})
 
 
-def bench_decode(llm: LLM, shape: str, fmt: str, plan: Plan, common: dict) -> dict:
+def bench_decode(llm: LLM, shape: str, fmt: str, plan: Plan, ctx: Run, dims: counts.Dims) -> schema.Result:
     """Batch-1 decode tokens/s and its fraction of the copy-bandwidth roofline."""
     core, vocab = llm.engine, llm.config.model.vocab_size
+    context = plan.prompt_len + plan.decode_tokens // 2
     weights = weight_bytes_per_token(llm.engine.runner.model)
-    kv = kv_bytes_per_token(llm, plan.prompt_len + plan.decode_tokens // 2)
+    kv = kv_bytes_per_token(llm, context)
     params = SamplingParams(max_tokens=plan.decode_tokens, temperature=0, ignore_eos=True)
     # warm-up: the first prefill and replay of this engine
     llm.generate({"prompt_token_ids": _random_prompt(vocab, plan.prompt_len, 10**6)}, params.clone(max_tokens=4))
@@ -209,25 +236,29 @@ def bench_decode(llm: LLM, shape: str, fmt: str, plan: Plan, common: dict) -> di
         prefills.append(t1 - t0)
         steps += times
     t = statistics.median(per_token)
-    roofline_s = weights / common["copy_GB/s"] / 1e9
+    # The ceiling is a device-to-device copy's rate counting bytes read + written, while a decode
+    # step's bytes are almost all reads (weights, KV): like earlier versions of this module, the
+    # read bytes are compared against that read + write rate as they are.
+    copy = ctx.ceilings["copy_Bps"]
+    roofline_s, weight_roofline_s = (weights + kv) / copy, weights / copy
     target = DECODE_TARGETS.get((shape, fmt))
-    extra = {**common, "tokens_per_s": 1 / t, "target_tokens_per_s": target,
+    extra = {"tokens_per_s": 1 / t, "target_tokens_per_s": target,
              "meets_target": None if target is None else 1 / t >= target,
              "weight_bytes_per_token": weights, "kv_bytes_per_token": kv, "roofline_s": roofline_s,
-             "fraction_of_roofline": roofline_s / t, "prefill_s": statistics.median(prefills),
+             "weight_roofline_s": weight_roofline_s, "fraction_of_weight_roofline": weight_roofline_s / t,
+             "prefill_s": statistics.median(prefills), "decode_tokens": plan.decode_tokens,
              "step_p10_s": float(np.percentile(steps, 10)), "step_p90_s": float(np.percentile(steps, 90)),
              "per_repeat_tokens_per_s": [1 / x for x in per_token]}
-    row = _emit(plan, "engine_decode_batch1", dtype=fmt, median_s=t, gbps=weights / t / 1e9,
-                pct_of_ceiling=100 * roofline_s / t, extra=extra,
-                shape={"model": shape, "batch": 1, "prompt": plan.prompt_len, "tokens": plan.decode_tokens})
+    row = ctx.row("decode", shape={"model": shape, "prompt": plan.prompt_len, "context": context}, dtype=fmt,
+                  batch=1, times=per_token, nbytes=weights + kv, flops=2 * dims.matmul_params(), extra=extra)
     print(f"{shape} {fmt} decode: {1 / t:8.1f} tok/s ({t * 1e3:.2f} ms/token, p10 {extra['step_p10_s'] * 1e3:.2f} "
-          f"p90 {extra['step_p90_s'] * 1e3:.2f}); {weights / 1e9:.3f} GB weights/token -> {weights / t / 1e9:.0f} GB/s "
-          f"= {roofline_s / t:.2f} of roofline; prefill {plan.prompt_len} tokens {extra['prefill_s'] * 1e3:.1f} ms"
-          f"{_versus(1 / t, target)}", flush=True)
+          f"p90 {extra['step_p90_s'] * 1e3:.2f}); {weights / 1e9:.3f} GB weights + {kv / 1e9:.3f} GB KV/token -> "
+          f"{row.gbps:.0f} GB/s = {row.fraction:.2f} of roofline ({weight_roofline_s / t:.2f} weights only); "
+          f"prefill {plan.prompt_len} tokens {extra['prefill_s'] * 1e3:.1f} ms{_versus(1 / t, target)}", flush=True)
     return row
 
 
-def bench_throughput(llm: LLM, shape: str, plan: Plan, common: dict) -> list[dict]:
+def bench_throughput(llm: LLM, shape: str, plan: Plan, ctx: Run) -> list[schema.Result]:
     """Output and total tokens/s of `c` requests submitted at once, for each c in plan.throughput."""
     vocab, rows = llm.config.model.vocab_size, []
     params = SamplingParams(max_tokens=plan.tp_output_len, temperature=plan.tp_temperature, ignore_eos=True)
@@ -245,14 +276,15 @@ def bench_throughput(llm: LLM, shape: str, plan: Plan, common: dict) -> list[dic
             raise RuntimeError(f"throughput run produced {generated} tokens, expected {c * plan.tp_output_len}")
         total = generated + c * plan.tp_prompt_len
         target = THROUGHPUT_TARGETS.get((shape, c))
-        extra = {**common, "concurrency": c, "output_tokens_per_s": generated / wall,
+        # tokens_per_s: the output rate, the figure benchmarks/report.py's engine table shows
+        extra = {"tokens_per_s": generated / wall, "output_tokens_per_s": generated / wall,
                  "total_tokens_per_s": total / wall, "target_output_tokens_per_s": target,
                  "meets_target": None if target is None else generated / wall >= target,
                  "output_tokens": generated, "prompt_tokens": c * plan.tp_prompt_len,
                  "preemptions": llm.get_stats().num_preemptions - preempted}
-        rows.append(_emit(plan, "engine_throughput", dtype="bf16", median_s=wall, extra=extra,
-                          shape={"model": shape, "concurrency": c, "prompt": plan.tp_prompt_len,
-                                 "output": plan.tp_output_len}))
+        rows.append(ctx.row("throughput", shape={"model": shape, "prompt": plan.tp_prompt_len,
+                                                 "output": plan.tp_output_len},
+                            dtype="bf16", batch=c, times=[wall], extra=extra))
         print(f"{shape} bf16 throughput c={c}: {generated / wall:8.0f} output tok/s, {total / wall:8.0f} total tok/s "
               f"({wall:.1f} s, {extra['preemptions']} preemptions){_versus(generated / wall, target)}", flush=True)
     return rows
@@ -270,10 +302,11 @@ def memory_figures(llm: LLM, gpu: Any) -> dict:
             **gpu.pool_bytes(device)}
 
 
-def bench_config(path: Path, shape: str, fmt: str, plan: Plan, gpu: Any, common: dict,
-                 decode: bool, throughput: bool) -> list[dict]:
+def bench_config(path: Path, shape: str, fmt: str, plan: Plan, gpu: Any, ctx: Run,
+                 decode: bool, throughput: bool) -> list[schema.Result]:
     """Build one engine, run its phases, record its start-up time and memory. The engine lives
     only in this frame, so it is gone when this returns."""
+    dims = counts.Dims.from_config(json.loads((path / "config.json").read_text()))
     t0 = time.perf_counter()
     llm = LLM(str(path), device="cuda", dtype="bfloat16", quantization=None if fmt == "bf16" else fmt,
               gpu_memory_fraction=plan.gpu_memory_fraction, enforce_eager=plan.enforce_eager,
@@ -281,13 +314,12 @@ def bench_config(path: Path, shape: str, fmt: str, plan: Plan, gpu: Any, common:
               max_model_len=plan.max_model_len(), cuda_device=gpu.engine_device())
     startup = time.perf_counter() - t0
     print(f"{shape} {fmt}: ready in {startup:.1f} s", flush=True)
-    rows = [bench_decode(llm, shape, fmt, plan, common)] if decode else []
+    rows = [bench_decode(llm, shape, fmt, plan, ctx, dims)] if decode else []
     if throughput:
-        rows += bench_throughput(llm, shape, plan, common)
+        rows += bench_throughput(llm, shape, plan, ctx)
     mem = memory_figures(llm, gpu)
-    rows.append(_emit(plan, "engine_startup", dtype=fmt, median_s=startup, shape={"model": shape},
-                      extra={**common, **mem, "startup_s": startup, "weight_bytes_per_token":
-                             weight_bytes_per_token(llm.engine.runner.model)}))
+    rows.append(ctx.row("startup", shape={"model": shape}, dtype=fmt, batch=None, times=[startup],
+                        extra={**mem, "weight_bytes_per_token": weight_bytes_per_token(llm.engine.runner.model)}))
     print(f"{shape} {fmt} memory: {mem['gpu_used_GiB']:.1f} of {mem['gpu_total_GiB']:.1f} GiB used; weights "
           f"{mem['weights_GiB']:.2f} GiB, KV cache {mem['kv_cache_GiB']:.1f} GiB ({mem['kv_cache_tokens']} tokens)"
           + "".join(f", {k.removesuffix('_GiB').replace('_', ' ')} {v:.2f} GiB"
@@ -295,68 +327,85 @@ def bench_config(path: Path, shape: str, fmt: str, plan: Plan, gpu: Any, common:
     return rows
 
 
-def run(plan: Plan, gpu: Any) -> list[dict]:
-    """Every phase of the plan; returns the rows (also printed as a markdown table). Raises at the
-    end, after the table, if a configuration failed (the others still run)."""
+def run(plan: Plan, gpu: Any) -> list[schema.Result]:
+    """Every phase of the plan; returns the rows (also printed as a markdown table, and written to
+    one results file unless plan.save is off). Raises at the end, after the table and the file,
+    if a configuration failed (the others still run)."""
     ceil = gpu.ceilings()
-    common = {"gpu": gpu.name, "copy_GB/s": ceil["copy_Bps"] / 1e9, "gemm_TFLOP/s": ceil.get("gemm_flops", 0) / 1e12,
-              "max_num_seqs": plan.max_num_seqs, "max_num_batched_tokens": plan.max_num_batched_tokens,
-              "max_model_len": plan.max_model_len(), "cuda_graphs": not plan.enforce_eager}
-    print(f"{gpu.name}: copy {common['copy_GB/s']:.0f} GB/s (read + write), GEMM {common['gemm_TFLOP/s']:.0f} "
-          f"TFLOP/s", flush=True)
+    settings = {"max_num_seqs": plan.max_num_seqs, "max_num_batched_tokens": plan.max_num_batched_tokens,
+                "max_model_len": plan.max_model_len(), "cuda_graphs": not plan.enforce_eager}
+    ctx = Run(device=gpu.name, ceilings=ceil, commit=commit(), settings=settings)
+    print(f"{gpu.name}: copy {ceil['copy_Bps'] / 1e9:.0f} GB/s (read + write), GEMM {ceil[ctx.gemm] / 1e12:.0f} "
+          f"TFLOP/s ({ctx.gemm})", flush=True)
     tp_shape, rows, failures = plan.tp_shape(), [], []
-    for shape in dict.fromkeys(plan.shapes + ([tp_shape] if tp_shape else [])):
-        name = load_shape(shape)[0]
-        formats = [f for f in plan.formats if shape in plan.shapes]
-        if shape == tp_shape and "bf16" not in formats:
-            formats.insert(0, "bf16")
-        with tempfile.TemporaryDirectory(prefix="hearth-bench-") as tmp:
-            t0 = time.perf_counter()
-            path = tiled_random_checkpoint(shape, Path(tmp) / name)
-            print(f"{name}: wrote a random checkpoint in {time.perf_counter() - t0:.1f} s", flush=True)
-            for fmt in formats:
-                try:
-                    rows += bench_config(path, name, fmt, plan, gpu, common, decode=fmt in plan.formats
-                                         and shape in plan.shapes, throughput=shape == tp_shape and fmt == "bf16")
-                except Exception as exc:  # noqa: BLE001 - one configuration's failure must not lose the others
-                    traceback.print_exc()
-                    failures.append(f"{name} {fmt}: {type(exc).__name__}: {exc}")
-                print(f"released: {gpu.release():.2f} GiB still in use on the device", flush=True)
-    print("\n" + markdown_table(rows), flush=True)
+    try:
+        for shape in dict.fromkeys(plan.shapes + ([tp_shape] if tp_shape else [])):
+            name = load_shape(shape)[0]
+            formats = [f for f in plan.formats if shape in plan.shapes]
+            if shape == tp_shape and "bf16" not in formats:
+                formats.insert(0, "bf16")
+            with tempfile.TemporaryDirectory(prefix="hearth-bench-") as tmp:
+                t0 = time.perf_counter()
+                path = tiled_random_checkpoint(shape, Path(tmp) / name)
+                print(f"{name}: wrote a random checkpoint in {time.perf_counter() - t0:.1f} s", flush=True)
+                for fmt in formats:
+                    try:
+                        rows += bench_config(path, name, fmt, plan, gpu, ctx, decode=fmt in plan.formats
+                                             and shape in plan.shapes, throughput=shape == tp_shape and fmt == "bf16")
+                    except Exception as exc:  # noqa: BLE001 - one configuration's failure must not lose the others
+                        traceback.print_exc()
+                        failures.append(f"{name} {fmt}: {type(exc).__name__}: {exc}")
+                    print(f"released: {gpu.release():.2f} GiB still in use on the device", flush=True)
+        print("\n" + markdown_table(rows), flush=True)
+    finally:  # what was measured is kept, even when the run is cut short
+        if plan.save and rows:
+            print(f"results: {save(rows, plan)}", flush=True)
     if failures:
         raise RuntimeError("configurations failed: " + "; ".join(failures))
     return rows
 
 
+def save(rows: list[schema.Result], plan: Plan) -> Path:
+    """All of a run's rows in one new file of plan.results_dir (default: benchmarks/results)."""
+    results_dir = plan.results_dir
+    if results_dir is None:
+        from benchmarks.cli import default_results_dir
+
+        results_dir = default_results_dir()
+    return schema.write(rows, schema.run_file(Path(results_dir), "engine", commit(), plan.quick))
+
+
 # ------------------------------------------------------------------ report
 
-def markdown_table(rows: list[dict]) -> str:
+def markdown_table(rows: list[schema.Result]) -> str:
     """The README tables: decode + start-up + memory per configuration, then throughput."""
     if not rows:
         return "(no results)"
     nan = float("nan")
-    startup = {(r["shape"]["model"], r["dtype"]): r for r in rows if r["name"] == "engine_startup"}
-    head = f"GPU: {rows[0]['gpu']}; copy bandwidth (ceiling) {rows[0]['copy_GB/s']:.0f} GB/s; {rows[0]['date']}"
+    startup = {(r.shape["model"], r.dtype): r for r in rows if r.name == "startup"}
+    copy = next((r.ceilings["copy_GB/s"] for r in rows if "copy_GB/s" in r.ceilings), nan)
+    head = f"GPU: {rows[0].device}; copy bandwidth (ceiling) {copy:.0f} GB/s; {rows[0].date}"
     columns = ("model", "weights", "batch-1 decode tok/s", "ms/token", "GB/s", "of roofline", "target", "start-up s",
                "GPU memory used GiB (weights, KV cache)")
     lines = [head, "", "| " + " | ".join(columns) + " |", "|---|---|---:|---:|---:|---:|---|---:|---|"]
-    for r in (r for r in rows if r["name"] == "engine_decode_batch1"):
-        s = startup.get((r["shape"]["model"], r["dtype"]), {})
-        memory = (f"{s.get('gpu_used_GiB', nan):.1f} ({s.get('weights_GiB', nan):.1f}, "
-                  f"{s.get('kv_cache_GiB', nan):.1f})")
-        cells = [r["shape"]["model"], r["dtype"], f"{r['tokens_per_s']:.0f}", f"{r['median_s'] * 1e3:.2f}",
-                 f"{r['GB/s']:.0f}", f"{r['fraction_of_roofline']:.2f}",
-                 _target_cell(r["target_tokens_per_s"], r["meets_target"]), f"{s.get('startup_s', nan):.1f}", memory]
+    for r in (r for r in rows if r.name == "decode"):
+        s = startup.get((r.shape["model"], r.dtype))
+        mem = s.extra if s is not None else {}
+        memory = (f"{mem.get('gpu_used_GiB', nan):.1f} ({mem.get('weights_GiB', nan):.1f}, "
+                  f"{mem.get('kv_cache_GiB', nan):.1f})")
+        cells = [r.shape["model"], r.dtype, f"{r.extra['tokens_per_s']:.0f}", f"{r.median_s * 1e3:.2f}",
+                 f"{r.gbps:.0f}", f"{r.fraction:.2f}",
+                 _target_cell(r.extra["target_tokens_per_s"], r.extra["meets_target"]),
+                 f"{s.median_s if s is not None else nan:.1f}", memory]
         lines.append("| " + " | ".join(cells) + " |")
-    tp = [r for r in rows if r["name"] == "engine_throughput"]
+    tp = [r for r in rows if r.name == "throughput"]
     if tp:
         lines += ["", "| model | concurrent requests | prompt / output tokens | output tok/s | total tok/s | target |",
                   "|---|---:|---|---:|---:|---|"]
     for r in tp:
-        shape = r["shape"]
-        cells = [f"{shape['model']} bf16", str(r["concurrency"]), f"{shape['prompt']} / {shape['output']}",
-                 f"{r['output_tokens_per_s']:.0f}", f"{r['total_tokens_per_s']:.0f}",
-                 _target_cell(r["target_output_tokens_per_s"], r["meets_target"])]
+        cells = [f"{r.shape['model']} bf16", str(r.batch), f"{r.shape['prompt']} / {r.shape['output']}",
+                 f"{r.extra['output_tokens_per_s']:.0f}", f"{r.extra['total_tokens_per_s']:.0f}",
+                 _target_cell(r.extra["target_output_tokens_per_s"], r.extra["meets_target"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -402,7 +451,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-num-batched-tokens", type=int, default=8192, help="engine token budget per step")
     ap.add_argument("--gpu-memory-fraction", type=float, default=0.9, help="engine gpu_memory_fraction")
     ap.add_argument("--eager", action="store_true", help="enforce_eager: no CUDA graphs")
-    ap.add_argument("--no-record", action="store_true", help="print only; do not append to results/engine_gpu.jsonl")
+    ap.add_argument("--no-record", action="store_true",
+                    help="print only; write no results file (benchmarks/results/engine-*.jsonl)")
     args = ap.parse_args(argv)
     for s in args.shapes + ([args.throughput_shape] if args.throughput_shape else []):
         load_shape(s)  # a typo fails now, not after minutes of work

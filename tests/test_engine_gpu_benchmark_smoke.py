@@ -1,7 +1,7 @@
 """benchmarks/bench_engine_gpu.py without a GPU: every phase (ceiling, start-up, batch-1 decode,
 throughput, memory, the markdown table) runs on a tiny shape with the CUDA backend in the kernel
-interpreters (tests/engine/interpreter_device.py), and each row's figures follow from its counted
-bytes and measured times."""
+interpreters (tests/engine/interpreter_device.py); every row is a valid benchmarks.schema Result
+whose figures follow from its counted bytes and measured times, and the run's file reads back."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 import pytest
 
 from benchmarks import bench_engine_gpu as bench
-from benchmarks import common
+from benchmarks import common, counts, schema
 from tests.engine.interpreter_device import InterpreterDevice
 
 TINY = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
@@ -21,13 +21,13 @@ COPY_BPS = 2e9  # the stand-in ceiling
 
 
 class InterpreterGpu:
-    """bench_engine_gpu.CudaGpu's interface without CuPy: a fixed ceiling, a small stand-in device
+    """bench_engine_gpu.CudaGpu's interface without CuPy: fixed ceilings, a small stand-in device
     (its reported 16 MiB keep the KV cache sized from "free memory" tiny), no pools to empty."""
 
     name = "interpreter stand-in"
 
     def ceilings(self) -> dict:
-        return {"copy_Bps": COPY_BPS, "gemm_flops": 1e12}
+        return {"copy_Bps": COPY_BPS, "gemm_bf16": 1e12}  # bench_gpu.ceilings()'s keys
 
     def engine_device(self):
         return InterpreterDevice(total_bytes=16 << 20, used_bytes=4 << 20)
@@ -54,52 +54,81 @@ def _expected_weight_bytes(fmt: str) -> int:
     return TINY["num_hidden_layers"] * per_layer + head + 4 * h
 
 
-def test_every_phase_runs_on_a_tiny_shape_and_its_figures_follow_from_bytes_and_times(tmp_path, monkeypatch):
-    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+def test_every_phase_runs_on_a_tiny_shape_and_its_rows_follow_the_schema(tmp_path):
     shape = tmp_path / "tiny.json"
     shape.write_text(json.dumps(TINY))
     plan = bench.Plan(shapes=[str(shape)], formats=["bf16", "q4_0"], throughput=[2], prompt_len=8, decode_tokens=4,
-                      repeats=1, tp_prompt_len=8, tp_output_len=4, max_num_seqs=2, max_num_batched_tokens=16)
+                      repeats=2, tp_prompt_len=8, tp_output_len=4, max_num_seqs=2, max_num_batched_tokens=16,
+                      results_dir=tmp_path / "results")
     rows = bench.run(plan, InterpreterGpu())
 
-    assert sorted((r["name"], r["dtype"]) for r in rows) == [
-        ("engine_decode_batch1", "bf16"), ("engine_decode_batch1", "q4_0"), ("engine_startup", "bf16"),
-        ("engine_startup", "q4_0"), ("engine_throughput", "bf16")]
+    assert all(isinstance(r, schema.Result) for r in rows)
+    assert sorted((r.name, r.dtype, r.batch) for r in rows) == [
+        ("decode", "bf16", 1), ("decode", "q4_0", 1), ("startup", "bf16", None), ("startup", "q4_0", None),
+        ("throughput", "bf16", 2)]
     for r in rows:
-        assert r["backend"] == "cuda" and r["gpu"] == InterpreterGpu.name and r["date"]
-        assert r["copy_GB/s"] == pytest.approx(COPY_BPS / 1e9) and r["median_s"] > 0
-        assert r["shape"]["model"] == "tiny"
+        schema.validate(r)
+        assert (r.suite, r.backend) == ("engine", "cuda") and r.date
+        assert r.device == r.machine == InterpreterGpu.name and r.commit == common.commit()
+        assert r.median_s > 0 and r.shape["model"] == "tiny" and r.extra["max_num_seqs"] == 2
 
-    for r in (r for r in rows if r["name"] == "engine_decode_batch1"):
-        t, nbytes = r["median_s"], r["weight_bytes_per_token"]
-        assert nbytes == _expected_weight_bytes(r["dtype"])
-        assert r["tokens_per_s"] == pytest.approx(1 / t) and r["tokens_per_s"] > 0
-        assert r["GB/s"] == pytest.approx(nbytes / t / 1e9)
-        assert r["roofline_s"] == pytest.approx(nbytes / COPY_BPS)
-        assert r["fraction_of_roofline"] == pytest.approx(nbytes / COPY_BPS / t)
-        assert r["pct_of_ceiling"] == pytest.approx(100 * r["fraction_of_roofline"])
+    matmul_params = counts.Dims.from_config(TINY).matmul_params()
+    for r in (r for r in rows if r.name == "decode"):
+        t = r.median_s
+        weights, kv = r.extra["weight_bytes_per_token"], r.extra["kv_bytes_per_token"]
+        assert r.shape == {"model": "tiny", "prompt": 8, "context": 8 + 4 // 2} and r.repeats == 2
+        assert weights == _expected_weight_bytes(r.dtype)
         # context (prompt + half the output) x layers x (K, V) x (kv heads x head_dim x bf16)
-        assert r["kv_bytes_per_token"] == (8 + 4 // 2) * 2 * 2 * (2 * 16 * 2)
-        assert r["prefill_s"] > 0 and r["step_p10_s"] <= r["step_p90_s"]
-        assert r["target_tokens_per_s"] is None and r["meets_target"] is None  # targets name the real shapes
+        assert kv == (8 + 4 // 2) * 2 * 2 * (2 * 16 * 2)
+        assert r.bytes == weights + kv and r.flops == 2 * matmul_params
+        assert r.ceiling == "copy_Bps" and r.ceilings == {"copy_GB/s": COPY_BPS / 1e9, "gemm_bf16_TFLOP/s": 1.0}
+        assert r.fraction == pytest.approx(r.bytes / t / COPY_BPS)
+        assert r.gbps == pytest.approx(r.bytes / t / 1e9)
+        assert r.extra["roofline_s"] == pytest.approx(r.bytes / COPY_BPS)
+        assert r.extra["fraction_of_weight_roofline"] == pytest.approx(weights / COPY_BPS / t)
+        assert r.extra["tokens_per_s"] == pytest.approx(1 / t) and r.extra["tokens_per_s"] > 0
+        assert len(r.extra["per_repeat_tokens_per_s"]) == 2
+        assert r.extra["prefill_s"] > 0 and r.extra["step_p10_s"] <= r.extra["step_p90_s"]
+        # targets name the real shapes
+        assert r.extra["target_tokens_per_s"] is None and r.extra["meets_target"] is None
 
-    (tp,) = [r for r in rows if r["name"] == "engine_throughput"]
-    assert tp["concurrency"] == 2 and tp["output_tokens"] == 2 * 4 and tp["prompt_tokens"] == 2 * 8
-    assert tp["output_tokens_per_s"] == pytest.approx(8 / tp["median_s"])
-    assert tp["total_tokens_per_s"] == pytest.approx(24 / tp["median_s"])
+    (tp,) = [r for r in rows if r.name == "throughput"]
+    assert tp.shape == {"model": "tiny", "prompt": 8, "output": 4} and tp.repeats == 1
+    assert tp.bytes is None and tp.fraction is None and tp.ceiling is None
+    assert tp.extra["output_tokens"] == 2 * 4 and tp.extra["prompt_tokens"] == 2 * 8
+    assert tp.extra["output_tokens_per_s"] == pytest.approx(8 / tp.median_s)
+    assert tp.extra["total_tokens_per_s"] == pytest.approx(24 / tp.median_s)
+    assert tp.extra["preemptions"] == 0
 
-    for r in (r for r in rows if r["name"] == "engine_startup"):
-        assert r["startup_s"] == r["median_s"] > 0
-        assert r["gpu_used_GiB"] == pytest.approx(4 / 1024) and r["gpu_total_GiB"] == pytest.approx(16 / 1024)
-        assert 0 < r["weights_GiB"] and 0 < r["kv_cache_GiB"] < 16 / 1024
-        assert r["weight_bytes_per_token"] == _expected_weight_bytes(r["dtype"])
+    for r in (r for r in rows if r.name == "startup"):
+        assert r.shape == {"model": "tiny"} and r.repeats == 1 and r.fraction is None
+        assert r.extra["gpu_used_GiB"] == pytest.approx(4 / 1024) and r.extra["gpu_total_GiB"] == pytest.approx(16 / 1024)
+        assert 0 < r.extra["weights_GiB"] and 0 < r.extra["kv_cache_GiB"] < 16 / 1024
+        assert r.extra["weight_bytes_per_token"] == _expected_weight_bytes(r.dtype)
 
-    saved = [json.loads(line) for line in (tmp_path / "results" / "engine_gpu.jsonl").read_text().splitlines()]
-    assert [s["name"] for s in saved] == [r["name"] for r in rows]
-    assert all({"machine", "commit", "date", "gpu", "copy_GB/s"} <= s.keys() for s in saved)
+    # the run's one file, then a round trip of the rows through schema.write / schema.read
+    (saved,) = (tmp_path / "results").glob("engine-*.jsonl")
+    assert saved.name.endswith(f"-{common.commit()}.jsonl")
+    assert [s.to_json() for s in schema.read(saved)] == [r.to_json() for r in rows]
+    copy = schema.write(rows, tmp_path / "copy.jsonl")
+    assert [s.to_json() for s in schema.read(copy)] == [r.to_json() for r in rows]
 
     table = bench.markdown_table(rows)
     assert "| tiny | bf16 |" in table and "| tiny | q4_0 |" in table and "| tiny bf16 | 2 | 8 / 4 |" in table
+    assert "interpreter stand-in; copy bandwidth (ceiling) 2 GB/s" in table
+
+
+def test_no_record_and_quick_runs_name_their_file(tmp_path):
+    shape = tmp_path / "tiny.json"
+    shape.write_text(json.dumps(TINY))
+    plan = bench.Plan(shapes=[str(shape)], formats=["bf16"], throughput=[], prompt_len=8, decode_tokens=4,
+                      repeats=1, tp_prompt_len=8, tp_output_len=4, max_num_seqs=2, max_num_batched_tokens=16,
+                      results_dir=tmp_path / "off", save=False)
+    assert [r.name for r in bench.run(plan, InterpreterGpu())] == ["decode", "startup"]
+    assert not (tmp_path / "off").exists()
+    quick = bench.quick(bench.Plan(results_dir=tmp_path))
+    assert quick.quick and quick.repeats == 1
+    assert bench.save([], quick).name.endswith("-quick.jsonl")
 
 
 def test_plan_defaults_cover_issue_8_and_the_cli_parses(capsys):
