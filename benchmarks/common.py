@@ -92,6 +92,18 @@ def record(name: str, *, backend: str, shape: dict, dtype: str, median_s: float,
     return row
 
 
+def with_defaults(args, defaults: dict[str, tuple], quick: bool, **fixed):
+    """A copy of a suite's parsed flags with each flag the user left out (None) set to its
+    full-run or --quick default: `defaults` maps flag names to (full, quick) values."""
+    import argparse
+
+    out = argparse.Namespace(**fixed)
+    for name, (full, short) in defaults.items():
+        given = getattr(args, name, None)
+        setattr(out, name, given if given is not None else (short if quick else full))
+    return out
+
+
 # ------------------------------------------------------------------ random checkpoints
 
 _ST_DTYPE = {np.dtype(ml_dtypes.bfloat16): "BF16", np.dtype(np.float32): "F32", np.dtype(np.float16): "F16"}

@@ -126,9 +126,10 @@ class Dims:
         return self.layers * per_layer + (self.vocab * self.hidden if with_head else 0)
 
 
-def model_weight_bytes(d: Dims, fmt: str, head_fmt: str, small: str = "bf16") -> int:
+def model_weight_bytes(d: Dims, fmt: str, head_fmt: str, small: str = "f32") -> int:
     """Bytes of weights one decode step reads: every layer matrix in `fmt`, the output head in
-    `head_fmt` (read once even when tied), norms and biases in `small`. The embedding gather reads
+    `head_fmt` (read once even when tied), norms and biases in `small` (the CPU engine widens
+    them to fp32 on load). The embedding gather reads
     one row per token: not counted (a rounding error next to the matrices)."""
     s = element_bytes(small)
     per_layer = sum(matrix_bytes(r, c, fmt) for r, c in d.layer_matrices())
@@ -146,7 +147,7 @@ def kv_bytes(d: Dims, tokens: int, kv: str = "f32") -> int:
 
 
 def decode_step(d: Dims, fmt: str, head_fmt: str, batch: int, context: int, kv: str = "f32",
-                small: str = "bf16") -> Work:
+                small: str = "f32") -> Work:
     """One decode step of `batch` sequences each at `context` tokens: the weights once, every
     sequence's KV cache once; the weight matrices' multiply-adds for each sequence plus attention."""
     attn_flops = 4 * d.layers * batch * d.heads * context * d.head_dim
@@ -154,7 +155,7 @@ def decode_step(d: Dims, fmt: str, head_fmt: str, batch: int, context: int, kv: 
                 2 * batch * d.matmul_params() + attn_flops)
 
 
-def prefill(d: Dims, fmt: str, head_fmt: str, prompt: int, small: str = "bf16", kv: str = "f32") -> Work:
+def prefill(d: Dims, fmt: str, head_fmt: str, prompt: int, small: str = "f32", kv: str = "f32") -> Work:
     """One prompt prefilled in one step: every layer matrix for every token, the output head for
     the last token only (the only logits needed), causal attention, the KV cache written once."""
     pairs = prompt * (prompt + 1) // 2

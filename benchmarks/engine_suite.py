@@ -29,8 +29,8 @@ from benchmarks import ceilings, common, counts, schema
 SHAPES = ("qwen2.5-0.5b", "qwen3-0.6b", "tinyllama-1.1b", "llama-3.2-1b")
 FORMATS = ("bf16", "q8_0", "q4_0")
 # (full run, --quick) values of the flags the user did not give
-DEFAULTS = {"shape": (list(SHAPES), ["qwen2.5-0.5b"]), "format": (list(FORMATS), ["bf16"]),
-            "batch": ([1, 4, 16, 64], [1, 4]), "prompt_len": (32, 32), "prefill_len": (512, 64),
+DEFAULTS = {"shape": (list(SHAPES), ["qwen2.5-0.5b"]), "format": (list(FORMATS), ["bf16", "q8_0"]),
+            "batch": ([1, 4, 16, 64], [1, 4, 16]), "prompt_len": (32, 32), "prefill_len": (512, 64),
             "steps": (16, 4), "repeats": (5, 3)}
 # What the CPU engine holds besides the weight matrices: norms and biases widened to fp32 on load
 # (LlamaForCausalLM._vector), and an fp32 KV cache (CPUBackend.kv_cache).
@@ -43,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--shape", nargs="+", help="model shapes: names in benchmarks/model_shapes or paths to a config .json "
         f"(default {' '.join(SHAPES)}; quick: qwen2.5-0.5b)")
-    add("--format", nargs="+", choices=FORMATS, help="weight formats (default: all; quick: bf16)")
-    add("--batch", nargs="+", type=int, help="decode batch sizes (default 1 4 16 64; quick: 1 4)")
+    add("--format", nargs="+", choices=FORMATS, help="weight formats (default: all; quick: bf16 q8_0)")
+    add("--batch", nargs="+", type=int, help="decode batch sizes (default 1 4 16 64; quick: 1 4 16)")
     add("--prompt-len", type=int, help="prompt tokens of each decode request (default 32)")
     add("--prefill-len", type=int, help="tokens of the prefill case's prompt (default 512; quick: 64)")
     add("--steps", type=int, help="decode steps timed per repeat (default 16; quick: 4)")
@@ -53,10 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings(args: argparse.Namespace, quick: bool) -> argparse.Namespace:
     """The flags with every value the user left out filled in (full-run or quick defaults)."""
-    out = argparse.Namespace()
-    for name, (full, short) in DEFAULTS.items():
-        given = getattr(args, name, None)
-        setattr(out, name, given if given is not None else (short if quick else full))
+    out = common.with_defaults(args, DEFAULTS, quick)
     for name in ("prompt_len", "prefill_len", "steps", "repeats"):
         if getattr(out, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(out, name)}")

@@ -27,8 +27,8 @@ from benchmarks import ceilings, common, schema, serving
 
 REPO = Path(__file__).resolve().parent.parent
 # (full run, --quick) values of the flags the user did not give
-DEFAULTS = {"concurrency": ([1, 2, 4, 8, 16, 32], [1, 4]), "num_requests": (64, 8), "prompt_len": (32, 32),
-            "output_len": (64, 16)}
+DEFAULTS = {"concurrency": ([1, 2, 4, 8, 16, 32], [1, 4, 16]), "num_requests": (64, 16), "prompt_len": (32, 32),
+            "output_len": (64, 32)}
 _DTYPES = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}
 STARTUP_TIMEOUT_S = 120.0
 
@@ -38,18 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--model", default=None, help="model directory or .gguf file to serve (default: the bundled model)")
     add("--concurrency", nargs="+", type=int, help="requests in flight, one load level each "
-        "(default 1 2 4 8 16 32; quick: 1 4)")
-    add("--num-requests", type=int, help="requests per load level (default 64; quick: 8)")
+        "(default 1 2 4 8 16 32; quick: 1 4 16)")
+    add("--num-requests", type=int, help="requests per load level (default 64; quick: 16)")
     add("--prompt-len", type=int, help="words per random prompt (default 32)")
-    add("--output-len", type=int, help="tokens generated per request (default 64; quick: 16)")
+    add("--output-len", type=int, help="tokens generated per request (default 64; quick: 32)")
 
 
 def settings(args: argparse.Namespace, quick: bool) -> argparse.Namespace:
     """The flags with every value the user left out filled in (full-run or quick defaults)."""
-    out = argparse.Namespace(model=getattr(args, "model", None))
-    for name, (full, short) in DEFAULTS.items():
-        given = getattr(args, name, None)
-        setattr(out, name, given if given is not None else (short if quick else full))
+    out = common.with_defaults(args, DEFAULTS, quick, model=getattr(args, "model", None))
     if min(out.concurrency) < 1 or min(out.num_requests, out.prompt_len, out.output_len) < 1:
         raise ValueError("--concurrency, --num-requests, --prompt-len and --output-len must be at least 1")
     return out

@@ -82,7 +82,7 @@ def test_engine_suite_rows(configs, tmp_path):
     for r in rows:
         assert (r.suite, r.backend, r.repeats) == ("engine", "cpu", 2)
         assert r.device == r.machine and r.machine and r.commit
-        assert set(r.ceilings) == {"read_GB/s", "gemm_fp32_TFLOP/s", "int8_dot_TFLOP/s"}
+        assert set(r.ceilings) == {"read_GB/s", "copy_GB/s", "update_GB/s", "gemm_fp32_TFLOP/s", "int8_dot_TFLOP/s"}
         d = counts.Dims.from_config(json.loads(configs[r.shape["model"]].read_text()))
         if r.name == "decode":
             # 8 prompt tokens, then 3 timed steps attending to 9, 10 and 11 tokens: 10 in the middle
@@ -102,7 +102,7 @@ def test_quick_fills_only_the_flags_left_out():
     engine_suite.add_arguments(parser)
     quick = engine_suite.settings(parser.parse_args(["--steps", "7"]), quick=True)
     assert (quick.shape, quick.format, quick.batch, quick.steps, quick.repeats, quick.prefill_len) == (
-        ["qwen2.5-0.5b"], ["bf16"], [1, 4], 7, 3, 64)
+        ["qwen2.5-0.5b"], ["bf16", "q8_0"], [1, 4, 16], 7, 3, 64)
     full = engine_suite.settings(parser.parse_args([]), quick=False)
     assert (full.shape, full.format, full.batch, full.steps, full.repeats, full.prefill_len) == (
         list(engine_suite.SHAPES), list(engine_suite.FORMATS), [1, 4, 16, 64], 16, 5, 512)

@@ -71,7 +71,7 @@ def test_failed_requests_raise_and_the_server_stops(tiny_model_dir, monkeypatch)
 def test_quick_fills_only_the_flags_left_out():
     quick = serve_suite.settings(_args("--num-requests", "5"), quick=True)
     assert (quick.model, quick.concurrency, quick.num_requests, quick.prompt_len, quick.output_len) == (
-        None, [1, 4], 5, 32, 16)
+        None, [1, 4, 16], 5, 32, 32)
     full = serve_suite.settings(_args("--model", "m"), quick=False)
     assert (full.model, full.concurrency, full.num_requests, full.prompt_len, full.output_len) == (
         "m", [1, 2, 4, 8, 16, 32], 64, 32, 64)
