@@ -5,8 +5,10 @@ Each repeat queues `c` requests with distinct 32-token prompts, lets one step pr
 then times `--steps` decode steps of `c` sequences each. A separate instrumented repeat times
 every backend op (matmuls, attention, the rest) and the model forward; the engine's overhead is
 the step time outside the forward (scheduling, input building, sampling, bookkeeping). Matmul
-rates are compared with the machine's FMA rate, measured in the same run as the median rate of a
-large fp32 GEMM (numpy's BLAS on all threads).
+rates are compared with the machine's FMA rate, measured in the same run as the peak rate of a
+large fp32 GEMM (numpy's BLAS on all threads). The engine suite (`python -m benchmarks engine`)
+measures tokens/s against batch size for every shape and format; this script is the diagnosis
+of one shape's steps. Rows (name "decode_profile") go to benchmarks/results/ in the one schema.
 
     python benchmarks/bench_batching.py [--shape default|qwen2.5-0.5b] [--steps 16] [--repeats 3]
 """
@@ -25,18 +27,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import median_time, random_checkpoint, record  # noqa: E402
-from engine import LLM, SamplingParams  # noqa: E402
+from benchmarks import ceilings, schema
+from benchmarks.cli import default_results_dir
+from benchmarks.common import commit, tiled_random_checkpoint
+from engine import LLM, SamplingParams
 
 CONCURRENCY = (1, 4, 16, 64)
 PROMPT_LEN = 32
-
-
-def fma_rate() -> float:
-    """FLOP/s of a 2048^3 fp32 GEMM: the machine's practical multiply-add ceiling."""
-    a, b = np.ones((2048, 2048), np.float32), np.ones((2048, 2048), np.float32)
-    med, _ = median_time(lambda: a @ b, repeats=5)
-    return 2 * 2048**3 / med
 
 
 def matmul_params(llm: LLM) -> int:
@@ -107,12 +104,13 @@ def profile_decode(llm: LLM, c: int, steps: int, rng: np.random.Generator) -> di
 
 def run(shape: str, steps: int, repeats: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
-        path = None if shape == "default" else str(random_checkpoint(shape, Path(tmp) / shape))
+        path = None if shape == "default" else str(tiled_random_checkpoint(shape, Path(tmp) / shape))
         llm = LLM(path, max_model_len=512, max_num_seqs=64, max_num_batched_tokens=64 * PROMPT_LEN,
                   enable_prefix_caching=False, kv_cache_memory=1 << 30)
         rng = np.random.default_rng(0)
         timed_decode(llm, 4, 4, rng)  # warm-up: page in the weights
-        fma, flops_per_token = fma_rate(), 2 * matmul_params(llm)
+        fma, flops_per_token = ceilings.gemm_fp32_rate(), 2 * matmul_params(llm)
+        device = ceilings.cpu_name()
         rows, base = [], None
         for c in CONCURRENCY:
             times = [t for _ in range(repeats) for t in timed_decode(llm, c, steps, rng)]
@@ -123,15 +121,14 @@ def run(shape: str, steps: int, repeats: int) -> list[dict]:
             mm = prof["linear"]
             others = sum(v for k, v in prof.items() if k not in ("linear", "paged_attention", "forward", "step"))
             overhead = max(0.0, prof["step"] - prof["forward"]) / prof["step"]
-            row = record(
-                "decode_concurrency", backend="cpu", shape={"model": shape, "concurrency": c, "prompt": PROMPT_LEN},
-                dtype="weights as stored, fp32 compute", median_s=step, tflops=c * flops_per_token / step / 1e12,
-                pct_of_ceiling=100 * c * flops_per_token / mm / fma, file="results.jsonl",
-                extra={"tokens_per_s": rate, "speedup_vs_1": rate / base, "fma_GFLOP/s": fma / 1e9,
+            rows.append(schema.make(
+                "decode_profile", suite="engine", backend="cpu", device=device, machine=device, commit=commit(),
+                shape={"model": shape, "prompt": PROMPT_LEN}, dtype="as stored", batch=c, times=times,
+                flops=c * flops_per_token, ceilings={"gemm_fp32": fma}, compute="gemm_fp32",
+                extra={"tokens_per_s": rate, "speedup_vs_1": rate / base,
+                       "matmul_fraction_of_gemm": c * flops_per_token / mm / fma,
                        "matmul_share": mm / prof["step"], "attention_share": prof["paged_attention"] / prof["step"],
-                       "other_ops_share": others / prof["step"], "engine_overhead_share": overhead,
-                       "p10_s": statistics.quantiles(times, n=10)[0], "p90_s": statistics.quantiles(times, n=10)[-1]})
-            rows.append(row)
+                       "other_ops_share": others / prof["step"], "engine_overhead_share": overhead}))
             print(f"{shape} c={c:3d}: {rate:8.1f} tok/s ({rate / base:4.1f}x c=1), step {step * 1e3:7.2f} ms | "
                   f"matmul {100 * mm / prof['step']:4.1f}% at {c * flops_per_token / mm / 1e9:6.1f} GFLOP/s "
                   f"({100 * c * flops_per_token / mm / fma:4.1f}% of {fma / 1e9:.0f} GEMM), "
@@ -146,7 +143,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16, help="decode steps timed per repeat")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    run(args.shape, args.steps, args.repeats)
+    rows = run(args.shape, args.steps, args.repeats)
+    print(schema.write(rows, schema.run_file(default_results_dir(), "engine", commit())))
 
 
 if __name__ == "__main__":

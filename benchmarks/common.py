@@ -1,14 +1,11 @@
-"""Shared benchmark plumbing: timing, the read-bandwidth ceiling, the JSONL result schema, and
-random-weight checkpoints in the shapes of real models."""
+"""Shared benchmark plumbing: the commit, suite flag defaults, and random-weight checkpoints in
+the shapes of real models. (Ceilings: ceilings.py; the result schema: schema.py.)"""
 
 from __future__ import annotations
 
 import json
-import platform
-import statistics
 import struct
 import subprocess
-import time
 from pathlib import Path
 
 import ml_dtypes
@@ -16,59 +13,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent
 SHAPES = ROOT / "model_shapes"
-RESULTS = ROOT / "results"
-
-
-def median_time(fn, repeats: int = 7, warmup: int = 1) -> tuple[float, float]:
-    """(median, spread = max - min) wall seconds of fn() over `repeats` runs after `warmup`."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), max(times) - min(times)
-
-
-def read_bandwidth(num_bytes: int = 1 << 30, repeats: int = 7) -> float:
-    """The machine's read bandwidth in bytes/s: all threads streaming through a buffer far larger
-    than the caches, the same access pattern as a decode step's weight reads."""
-    import kernels.cpu as K
-
-    buf = np.ones(num_bytes, np.uint8)
-    med, _ = median_time(lambda: K.memory_read_probe(buf), repeats=repeats)
-    return num_bytes / med
-
-
-def int8_dot_rate(iters: int = 10_000_000, repeats: int = 3) -> float:
-    """The machine's peak integer dot-product rate in ops/s (2 per u8 x s8 multiply-add), all
-    threads, the instructions the quantized kernels use (kernels.cpu.int8_dot_probe)."""
-    import kernels.cpu as K
-
-    K.int8_dot_probe(iters // 10)  # wake the cores (clock ramp, thread pool)
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        checksum, macs, _ = K.int8_dot_probe(iters)
-        rates.append(2 * macs / (time.perf_counter() - t0))
-        if checksum != macs:
-            raise RuntimeError("int8_dot_probe returned a wrong checksum")
-    return statistics.median(rates)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import kernels.cpu as K
-
-    return f"{cpu}, {K.num_threads()} threads, {K.simd_level()}"
 
 
 def commit() -> str:
@@ -77,19 +21,6 @@ def commit() -> str:
                               text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def record(name: str, *, backend: str, shape: dict, dtype: str, median_s: float, gbps: float | None = None,
-           tflops: float | None = None, pct_of_ceiling: float | None = None, extra: dict | None = None,
-           file: str = "results.jsonl") -> dict:
-    """Append one result row (the one schema all benchmarks share) and return it."""
-    row = {"name": name, "backend": backend, "shape": shape, "dtype": dtype, "median_s": median_s,
-           "GB/s": gbps, "TFLOP/s": tflops, "pct_of_ceiling": pct_of_ceiling, "machine": machine(),
-           "commit": commit(), "date": time.strftime("%Y-%m-%d"), **(extra or {})}
-    RESULTS.mkdir(exist_ok=True)
-    with open(RESULTS / file, "a") as f:
-        f.write(json.dumps(row) + "\n")
-    return row
 
 
 def with_defaults(args, defaults: dict[str, tuple], quick: bool, **fixed):
@@ -107,61 +38,6 @@ def with_defaults(args, defaults: dict[str, tuple], quick: bool, **fixed):
 # ------------------------------------------------------------------ random checkpoints
 
 _ST_DTYPE = {np.dtype(ml_dtypes.bfloat16): "BF16", np.dtype(np.float32): "F32", np.dtype(np.float16): "F16"}
-
-
-def write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
-    """Write a .safetensors file (8-byte header length, JSON header, raw little-endian data)."""
-    header, offset = {}, 0
-    for name, t in tensors.items():
-        header[name] = {"dtype": _ST_DTYPE[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + t.nbytes]}
-        offset += t.nbytes
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
-        for t in tensors.values():
-            f.write(np.ascontiguousarray(t).tobytes())
-
-
-def random_checkpoint(shape_name: str, out_dir: Path, dtype=ml_dtypes.bfloat16, seed: int = 0) -> Path:
-    """A model directory with the config of `shape_name` and random weights in `dtype`, plus a
-    small word-level tokenizer (benchmarks feed token ids, the tokenizer is only for loading)."""
-    from tokenizers import Tokenizer, models
-
-    cfg = json.loads((SHAPES / f"{shape_name}.json").read_text())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(cfg))
-    rng = np.random.default_rng(seed)
-    h, inter, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
-    heads, kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
-    d = cfg.get("head_dim") or h // heads
-
-    def mat(*shape):
-        return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(dtype)
-
-    tensors = {"model.embed_tokens.weight": mat(v, h), "model.norm.weight": np.ones(h, dtype)}
-    if not cfg.get("tie_word_embeddings"):
-        tensors["lm_head.weight"] = mat(v, h)
-    bias = cfg.get("model_type") == "qwen2" or cfg.get("attention_bias")
-    for i in range(cfg["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        tensors |= {p + "input_layernorm.weight": np.ones(h, dtype),
-                    p + "post_attention_layernorm.weight": np.ones(h, dtype),
-                    p + "self_attn.q_proj.weight": mat(heads * d, h), p + "self_attn.k_proj.weight": mat(kv * d, h),
-                    p + "self_attn.v_proj.weight": mat(kv * d, h), p + "self_attn.o_proj.weight": mat(h, heads * d),
-                    p + "mlp.gate_proj.weight": mat(inter, h), p + "mlp.up_proj.weight": mat(inter, h),
-                    p + "mlp.down_proj.weight": mat(h, inter)}
-        if bias:
-            tensors |= {p + f"self_attn.{n}_proj.bias": mat(m) for n, m in (("q", heads * d), ("k", kv * d), ("v", kv * d))}
-        if cfg.get("model_type") == "qwen3":
-            tensors |= {p + "self_attn.q_norm.weight": np.ones(d, dtype), p + "self_attn.k_norm.weight": np.ones(d, dtype)}
-    write_safetensors(out_dir / "model.safetensors", tensors)
-    tok = Tokenizer(models.WordLevel({"<unk>": 0, "a": 1, "b": 2}, unk_token="<unk>"))
-    tok.save(str(out_dir / "tokenizer.json"))
-    (out_dir / "tokenizer_config.json").write_text(json.dumps({"eos_token": None}))
-    return out_dir
 
 
 # ------------------------------------------------------------------ large random checkpoints, fast

@@ -9,7 +9,6 @@ import json
 import pytest
 
 from benchmarks import common, counts, engine_suite, schema
-from benchmarks.bench_decode import weight_bytes_per_step
 
 _TINY = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
          "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
@@ -50,6 +49,16 @@ def test_counts_are_the_bytes_the_engine_holds(configs, tmp_path, variant, fmt):
     assert counts.model_weight_bytes(d, fmt, _head(fmt), engine_suite.SMALL) == weight_bytes_per_step(llm)
     caches = [a for pair in llm.engine.runner.kv_caches for a in pair]
     assert counts.kv_bytes(d, 5 * 16, engine_suite.KV) == sum(a.nbytes for a in caches)
+
+
+def weight_bytes_per_step(llm) -> int:
+    """Bytes of the weights the loaded engine holds that a decode step reads: every layer array,
+    the final norm and the output head (the embedding is gathered one row per token)."""
+    model = llm.engine.runner.model
+    total = model.lm_head.nbytes + model.norm.nbytes
+    for layer in model.layers:
+        total += sum(a.nbytes for a in vars(layer).values() if a is not None)
+    return total
 
 
 def _run(configs, *flags: str) -> list[schema.Result]:
