@@ -101,13 +101,18 @@ def int8_dot_rate(iters: int = 10_000_000, repeats: int = 7) -> float:
     return max(rates)
 
 
+def cpu_memory(repeats: int = 2) -> dict[str, float]:
+    """The three CPU bandwidth ceilings alone, quickly: measured beside each kernel case, since
+    this machine's bandwidth moves by tens of percent within a run (other guests on the host)."""
+    copy, update = copy_and_update_bandwidth(repeats=repeats)
+    return {"read_Bps": read_bandwidth(repeats=repeats), "copy_Bps": copy, "update_Bps": update}
+
+
 def cpu(quick: bool = False) -> dict[str, float]:
     """The CPU ceilings, fewer repeats and a smaller GEMM when `quick`. The read probe keeps its
     1 GiB: on this kind of virtual machine a 256 MiB buffer read up to 1.5x faster than any
     weight stream the engine sees (the host's caches are larger than the guest is told)."""
-    repeats = 3 if quick else 7
-    copy, update = copy_and_update_bandwidth(repeats=repeats)
-    found = {"read_Bps": read_bandwidth(repeats=repeats), "copy_Bps": copy, "update_Bps": update}
+    found = cpu_memory(repeats=3 if quick else 7)
     if quick:
         return found | {"gemm_fp32": gemm_fp32_rate(1536, repeats=3), "int8_dot": int8_dot_rate(5_000_000, repeats=5)}
     return found | {"gemm_fp32": gemm_fp32_rate(), "int8_dot": int8_dot_rate()}

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from benchmarks import schema
-from benchmarks.ceilings import cuda_available
+from benchmarks.ceilings import best_of, cuda_available
 
 CASES = Path(__file__).resolve().parent / "kernel_cases"
 
@@ -88,7 +88,8 @@ def from_pytest_benchmark(data: dict) -> list[schema.Result]:
         calls = e.get("calls", 1)
         r = schema.make(e["case"], suite="kernels", backend=e["backend"], device=info["device"], shape=e["shape"],
                         dtype=e["dtype"], batch=e["batch"], stats=(st["median"] / calls, st["iqr"] / calls, st["rounds"]),
-                        nbytes=e["bytes"], flops=e["flops"], ceilings=info["ceilings"], memory=e["memory"],
+                        nbytes=e["bytes"], flops=e["flops"], memory=e["memory"],
+                        ceilings=best_of(info["ceilings"], e.get("ceilings", {})),
                         compute=e["compute"], machine=info["device"], commit=info["commit"],
                         extra={"test": b["name"], "min_s": st["min"] / calls, "iterations": st["iterations"]})
         r.date = date or r.date

@@ -62,24 +62,21 @@ def run(args: argparse.Namespace, quick: bool, progress: bool) -> list[schema.Re
     rows = []
     with hearth_server(s.model, name, max(s.concurrency), s.num_requests) as url:
         # warm-up: page in the weights, size the server's buffers; not measured
-        asyncio.run(_load(url, name, serving.random_prompts(2, s.prompt_len, seed=1), 4, 2))
+        _load(url, name, serving.random_prompts(2, s.prompt_len, seed=1), 4, 2)
         for level in tqdm(s.concurrency, desc="serve", unit="level", file=sys.stderr, disable=not progress):
             prompts = serving.random_prompts(s.num_requests, s.prompt_len, seed=level)
-            records, duration = asyncio.run(_load(url, name, prompts, s.output_len, level))
+            records, duration = _load(url, name, prompts, s.output_len, level)
             rows.append(_result(records, duration, s, level, name, dtype, machine, commit))
     return rows
 
 
-async def _load(url: str, model: str, prompts: list[str], output_len: int,
-                concurrency: int) -> tuple[list[serving.RequestRecord], float]:
-    """serving.run_http's load, keeping the per-request records (run_http returns only their
-    summary, and a row's spread needs every request's latency)."""
-    import aiohttp
-
-    async with aiohttp.ClientSession(base_url=url + "/", connector=aiohttp.TCPConnector(limit=concurrency),
-                                     timeout=aiohttp.ClientTimeout(total=None, sock_read=600)) as client:
-        send = serving.http_sender(client, model, "completions", output_len, ignore_eos=True, temperature=0.0)
-        return await serving.run_load(send, prompts, concurrency)
+def _load(url: str, model: str, prompts: list[str], output_len: int,
+          concurrency: int) -> tuple[list[serving.RequestRecord], float]:
+    """One load level through serving.run_http: every request's record (a row's spread needs
+    each latency) and the wall time."""
+    out = asyncio.run(serving.run_http(url, prompts, output_len, model=model, concurrency=concurrency,
+                                       ignore_eos=True, temperature=0.0, keep_records=True))
+    return out["records"], out["duration_s"]
 
 
 def _result(records: list[serving.RequestRecord], duration: float, s: argparse.Namespace, level: int,

@@ -215,8 +215,9 @@ async def run_http(url: str, prompts: list[str], output_len: int, model: str | N
                    endpoint: str = "completions", concurrency: int | None = None,
                    request_rate: float | None = None, arrival: str = "poisson",
                    ignore_eos: bool = False, temperature: float = 0.0, api_key: str | None = None,
-                   seed: int = 0, timeout: float = 600.0) -> dict:
-    """Run the load against an OpenAI-compatible server at `url`; returns config + summary."""
+                   seed: int = 0, timeout: float = 600.0, keep_records: bool = False) -> dict:
+    """Run the load against an OpenAI-compatible server at `url`; returns config + summary (and,
+    with `keep_records`, every request's RequestRecord under "records", in prompt order)."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     # room for every in-flight request: a pool smaller than the load would queue requests in
     # the client and inflate TTFT with client-side waiting
@@ -235,7 +236,7 @@ async def run_http(url: str, prompts: list[str], output_len: int, model: str | N
         records, duration = await run_load(send, prompts, concurrency, request_rate, arrival, seed)
     cfg = _config(url, model, endpoint, prompts, output_len, concurrency, request_rate,
                   arrival=arrival, ignore_eos=ignore_eos, temperature=temperature)
-    return {"config": cfg, **summarize(records, duration)}
+    return {"config": cfg, **summarize(records, duration), **({"records": records} if keep_records else {})}
 
 
 async def run_in_process(engine, prompts: list[str], output_len: int, concurrency: int | None = None,

@@ -38,6 +38,18 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 _START = pytest.StashKey[dict]()
 
 
+@pytest.fixture(autouse=True)
+def adjacent_bandwidth(request):
+    """The memory ceilings measured right before and right after each case, kept with the case
+    (extra_info["ceilings"]): its fraction is then against the best of the run's and these, so a
+    stretch of the run with more bandwidth than the start and the end cannot flatter a kernel."""
+    before = ceilings.cpu_memory()
+    yield
+    bench = request.node.funcargs.get("benchmark")
+    if bench is not None:
+        bench.extra_info["ceilings"] = ceilings.best_of(before, ceilings.cpu_memory())
+
+
 @pytest.fixture
 def quick(request) -> bool:
     return request.config.getoption("--bench-quick")

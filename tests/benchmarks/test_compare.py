@@ -73,13 +73,16 @@ def test_a_saved_pytest_benchmark_run_is_read_with_its_ceilings(tmp_path):
                 "stats": {"median": 4e-6, "iqr": 1e-6, "rounds": 12, "min": 3e-6, "iterations": 2},
                 "extra_info": {"case": "linear", "backend": "cpu", "shape": {"M": 1, "K": 64, "N": 32},
                                "dtype": "bf16", "batch": 1, "bytes": 4480, "flops": 4096, "memory": "read_Bps",
-                               "compute": "gemm_fp32", "calls": 2}}]}
+                               "compute": "gemm_fp32", "calls": 2,
+                               "ceilings": {"read_Bps": 40e9, "copy_Bps": 30e9}}}]}
     path = tmp_path / "0001_run.json"
     path.write_text(json.dumps(data))
     (r,) = compare.load(path)
     assert (r.name, r.device, r.commit, r.date, r.repeats) == ("linear", "cpu x", "abc1234", "2026-11-21", 12)
     assert r.median_s == pytest.approx(2e-6) and r.spread_s == pytest.approx(0.5e-6)  # per call: 2 calls a round
-    assert r.ceiling == "read_Bps" and r.fraction == pytest.approx(4480 / 2e-6 / 20e9)
+    # the bandwidth probed beside the case (40 GB/s) beat the run's (20 GB/s): the case is judged on it
+    assert r.ceiling == "read_Bps" and r.fraction == pytest.approx(4480 / 2e-6 / 40e9)
+    assert r.ceilings["read_GB/s"] == 40 and r.ceilings["gemm_fp32_TFLOP/s"] == 0.1
     del data["machine_info"]["hearth"]
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="not a run of hearth's kernel suite"):
