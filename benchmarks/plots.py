@@ -102,6 +102,9 @@ def _rate_unit(peak: float) -> tuple[float, str]:
     return (1e12, "TFLOP/s") if peak >= 2e12 else (1e9, "GFLOP/s")
 
 
+MAX_LABELLED = 24  # roofline points that get a text label; the tables carry every figure
+
+
 def _draw_roof(ax: Any, roof: Roof, lo: float, hi: float, scale: float, unit: str) -> None:
     """Each compute peak as min(peak, bandwidth x intensity): the slope then the flat roof."""
     import numpy as np
@@ -113,8 +116,10 @@ def _draw_roof(ax: Any, roof: Roof, lo: float, hi: float, scale: float, unit: st
         ax.annotate(f"{bw_name} {bw / 1e9:.4g} GB/s", (x[4], bw * x[4] / scale), xytext=(0, 6),
                     textcoords="offset points", fontsize=7, color="0.3")
         for (name, peak), ls in zip(roof.compute.items(), _ROOF_STYLES):
+            # one legend entry per peak, not one per (peak, bandwidth) pair
+            first = bw_name == next(iter(roof.memory))
             ax.plot(x, np.minimum(peak, bw * x) / scale, color="0.3", lw=1.3, ls=ls,
-                    label=f"{name} {peak / scale:.3g} {unit}")
+                    label=f"{name} {peak / scale:.3g} {unit}" if first else None)
     if not roof.memory:  # no bandwidth measured: the compute peaks alone, flat
         for (name, peak), ls in zip(roof.compute.items(), _ROOF_STYLES):
             ax.axhline(peak / scale, color="0.3", lw=1.3, ls=ls, label=f"{name} {peak / scale:.3g} {unit}")
@@ -138,6 +143,8 @@ def _draw_roofline(rows: list[Result], path: Path, title: str) -> Path:
         mine = roofline_points([r for r in rows if r.name == name])
         ax.scatter([p[1] for p in mine], [p[2] / scale for p in mine], marker=markers[i % len(markers)],
                    color=f"C{i}", s=28, zorder=3, label=name)
+        if len(points) > MAX_LABELLED:  # past a few dozen points, labels only hide each other
+            continue
         for j, (label, x, y, fraction) in enumerate(sorted(mine, key=lambda p: p[1])):
             text = label[len(name) + 1:] + (f" ({fraction:.2f})" if fraction is not None else "")
             # neighbours (same kernel, similar intensity) alternate above/below so their labels don't overlap
