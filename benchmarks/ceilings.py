@@ -18,6 +18,7 @@ medians is kept: a fraction is then never flattered by a slow moment of the prob
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -37,11 +38,19 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+@functools.lru_cache(maxsize=3)
+def _probe_buffer(num_bytes: int, which: int) -> np.ndarray:
+    """A probe's buffer, allocated and touched once per process: the kernel suite probes the
+    bandwidth beside every case, and writing gigabytes of fresh pages each time would cost more
+    than the probes. (`which` tells apart buffers of the same size.)"""
+    return np.ones(num_bytes, np.uint8)
+
+
 def read_bandwidth(num_bytes: int = 1 << 30, repeats: int = 7) -> float:
     """Bytes/s of every thread streaming through a `num_bytes` buffer."""
     import kernels.cpu as K
 
-    buf = np.ones(num_bytes, np.uint8)
+    buf = _probe_buffer(num_bytes, 0)
     return num_bytes / _median_time(lambda: K.memory_read_probe(buf), repeats)
 
 
@@ -63,8 +72,7 @@ def _threaded(fn, *buffers: np.ndarray) -> None:
 def copy_and_update_bandwidth(num_bytes: int = 512 << 20, repeats: int = 5) -> tuple[float, float]:
     """(copy, update) bandwidth in bytes read + written per second: `dst = src * 1` and
     `x *= 1` over float32 buffers of `num_bytes` on every thread."""
-    src = np.ones(num_bytes // 4, np.float32)
-    dst = np.ones_like(src)
+    src, dst = (_probe_buffer(num_bytes, i).view(np.float32) for i in (1, 2))
     copy = _median_time(lambda: _threaded(lambda a, b: np.multiply(a, 1.0, out=b), src, dst), repeats)
     update = _median_time(lambda: _threaded(lambda a: np.multiply(a, 1.0, out=a), dst), repeats)
     return 2 * num_bytes / copy, 2 * num_bytes / update

@@ -18,7 +18,6 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 SUITES = ("kernels", "engine", "serve")
 
@@ -207,7 +206,3 @@ def latest(results_dir: Path, suite: str, quick: bool | None = False) -> Path | 
     files = sorted(p for p in results_dir.glob(f"{suite}-*.jsonl")
                    if quick is None or p.stem.endswith("-quick") == quick)
     return files[-1] if files else None
-
-
-def as_dicts(results: list[Result]) -> list[dict[str, Any]]:
-    return [r.to_json() for r in results]

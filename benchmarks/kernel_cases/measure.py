@@ -15,20 +15,17 @@ QUICK_ROTATION_BYTES = 512 << 20
 
 def run_case(benchmark, fn: Callable[[], Any], work: Work, *, name: str, shape: dict, dtype: str,
              batch: int | None, backend: str = "cpu", memory: str = "read_Bps", compute: str | None = "gemm_fp32",
-             calls: int = 1, rounds: int | None = None) -> None:
+             calls: int = 1) -> None:
     """Time `fn` with pytest-benchmark and attach what the suite needs to judge it: the counted
     bytes/FLOPs of one kernel call, the ceilings that apply, and the labels of the result row.
 
-    `calls`: kernel calls per `fn` call (GPU cases launch several and synchronize once, so the
-    host clock measures the device's time); `rounds` fixes the number of timed rounds
-    (otherwise pytest-benchmark calibrates them against --benchmark-max-time)."""
+    `calls`: kernel calls per `fn` call, when `fn` loops over a kernel too short to time alone
+    (the row's time is then per kernel call). pytest-benchmark calibrates the rounds against
+    --benchmark-max-time."""
     benchmark.group = name
     benchmark.extra_info.update(case=name, backend=backend, shape=shape, dtype=dtype, batch=batch,
                                 bytes=work.bytes, flops=work.flops, memory=memory, compute=compute, calls=calls)
-    if rounds is None:
-        benchmark(fn)
-    else:
-        benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
+    benchmark(fn)
 
 
 def copies_for(nbytes: int, quick: bool) -> int:
