@@ -7,8 +7,10 @@ Two kinds of case per shape and format:
   prefill  one prompt of `--prefill-len` tokens in one engine step.
 
 Each row carries the bytes and FLOPs the step must move and do (counted from the shape by
-benchmarks/counts.py, not read from the engine) and the fraction of the machine's ceilings
-(measured at the start and the end of the run, the better of the two kept) that this is.
+benchmarks/counts.py, not read from the engine) and the fraction of the machine's ceilings that
+this is. The compute ceilings are measured at the start and the end of the run; the memory ones
+also right before and after each case, as in the kernel suite (this kind of host's bandwidth
+moves by half within minutes), and a case is judged on the best of all of these it saw.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class Case:
     times: list[float]
     work: counts.Work
     tokens: int  # tokens one unit of work produces (decode) or processes (prefill)
+    memory: dict[str, float]  # the memory ceilings probed beside this case
 
 
 def run(args: argparse.Namespace, quick: bool, progress: bool) -> list[schema.Result]:
@@ -117,18 +120,25 @@ def _measure_format(path: Path, name: str, cfg: dict, fmt: str, s: argparse.Name
     for batch in s.batch:
         bar.set_postfix_str(f"{name} {fmt}: decode B={batch}")
         context = s.prompt_len + (s.steps + 1) // 2  # the mean context of the timed steps, rounded
-        times = _decode(llm, batch, s.prompt_len, s.steps, s.repeats, ids, rng)
+        times, memory = _probed(lambda: _decode(llm, batch, s.prompt_len, s.steps, s.repeats, ids, rng))
         out.append(Case("decode", {"model": name, "prompt": s.prompt_len, "context": context}, fmt, batch, times,
-                        counts.decode_step(d, fmt, head, batch, context, KV, SMALL), batch))
+                        counts.decode_step(d, fmt, head, batch, context, KV, SMALL), batch, memory))
         bar.update()
     bar.set_postfix_str(f"{name} {fmt}: prefill {s.prefill_len}")
-    times = _prefill(llm, s.prefill_len, s.repeats, ids, rng)
+    times, memory = _probed(lambda: _prefill(llm, s.prefill_len, s.repeats, ids, rng))
     out.append(Case("prefill", {"model": name, "prompt": s.prefill_len}, fmt, 1, times,
-                    counts.prefill(d, fmt, head, s.prefill_len, SMALL, KV), s.prefill_len))
+                    counts.prefill(d, fmt, head, s.prefill_len, SMALL, KV), s.prefill_len, memory))
     bar.update()
     del llm
     gc.collect()  # drop this format's weights before the next format loads its own
     return out
+
+
+def _probed(measure) -> tuple[list[float], dict[str, float]]:
+    """measure()'s times, and the best of the memory ceilings probed right before and after it."""
+    before = ceilings.cpu_memory()
+    times = measure()
+    return times, ceilings.best_of(before, ceilings.cpu_memory())
 
 
 def _head_format() -> str:
@@ -192,7 +202,8 @@ def _check_idle(llm) -> None:
 def _result(c: Case, peaks: dict[str, float], machine: str, commit: str) -> schema.Result:
     # bf16 weights are widened to fp32 and run fp32 FMAs; the quantized kernels run int8 dot products
     return schema.make(c.name, suite="engine", backend="cpu", device=machine, shape=c.shape, dtype=c.fmt,
-                       batch=c.batch, times=c.times, nbytes=c.work.bytes, flops=c.work.flops, ceilings=peaks,
+                       batch=c.batch, times=c.times, nbytes=c.work.bytes, flops=c.work.flops,
+                       ceilings=ceilings.best_of(peaks, c.memory),
                        memory="read_Bps", compute="gemm_fp32" if c.fmt == "bf16" else "int8_dot",
                        machine=machine, commit=commit,
                        extra={"tokens_per_s": c.tokens / schema.spread(c.times)[0]})

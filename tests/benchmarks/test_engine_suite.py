@@ -106,6 +106,29 @@ def test_engine_suite_rows(configs, tmp_path):
         _check_fraction(r)
 
 
+def test_each_case_is_judged_on_the_memory_probes_beside_it(configs, monkeypatch):
+    """The run's memory ceilings are a floor; a case that ran while the probes beside it read
+    faster is judged on those (the kernel suite's rule), and never on another case's probes."""
+    from benchmarks import ceilings
+
+    beside = []
+
+    def probe(repeats: int = 2) -> dict[str, float]:
+        if repeats != 2:  # the run's start and end (ceilings.cpu): slow moments
+            bw = 50e9
+        else:  # beside a case: each probe faster than the last, so a case's "after" binds
+            beside.append(1e9 * (100 + len(beside)))
+            bw = beside[-1]
+        return {"read_Bps": bw, "copy_Bps": bw, "update_Bps": bw}
+
+    monkeypatch.setattr(ceilings, "cpu_memory", probe)
+    rows = _run(configs, "--format", "q4_0", "--batch", "1")
+    assert len(beside) == 2 * len(rows)  # one probe before and one after each case
+    for i, r in enumerate(rows):
+        assert r.ceilings["read_GB/s"] == pytest.approx(beside[2 * i + 1] / 1e9)
+        _check_fraction(r)
+
+
 def test_quick_fills_only_the_flags_left_out():
     parser = argparse.ArgumentParser()
     engine_suite.add_arguments(parser)
