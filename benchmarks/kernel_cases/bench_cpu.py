@@ -5,6 +5,9 @@ Llama-3.2-1B (hidden 2048, MLP 8192, 32/8 heads of 64) and Llama-3.1-8B's 4096 x
 attention projection. Weights, and the pointwise ops' tensors, cycle through enough copies that
 none is found in cache: every figure is against memory, as in a real step of a large model.
 (Attention's KV cache is one copy: a decode step over a long context streams it anyway.)
+The one exception, `linear_in_cache`, runs the quantized matvec on one copy that stays in L2/L3:
+the rate the kernel could stream at if memory were free, i.e. whether a matvec that falls short
+of the read ceiling is held back by memory or by its own instructions.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ ATTENTION = {"qwen2.5-0.5b": (14, 2, 64), "llama-3.2-1b": (32, 8, 64)}  # (Hq, H
 
 FULL = {
     "linear": [(m, k, n, f) for f in FORMATS for (k, n) in LINEAR_SHAPES for m in LINEAR_M],
+    "linear_in_cache": [(1, k, n, f) for f in ("q8_0", "q4_0") for (k, n) in (*LINEAR_SHAPES[:2], (4096, 4096))],
     "decode_attention": [(model, b, ctx) for model in ATTENTION for b in (1, 16) for ctx in (512, 4096)],
     "prefill_attention": [(model, t) for model in ATTENTION for t in (512, 2048)],
     "pointwise": [(2048, 2048), (512, 4096)],  # (rows, hidden): norms; silu_and_mul uses 4 x hidden
@@ -32,6 +36,7 @@ FULL = {
 }
 QUICK = {
     "linear": [(1, 896, 4864, f) for f in FORMATS] + [(16, 896, 4864, "bf16"), (16, 896, 4864, "q8_0")],
+    "linear_in_cache": [(1, 896, 4864, "q4_0")],
     "decode_attention": [("qwen2.5-0.5b", 4, 1024)],
     "prefill_attention": [("qwen2.5-0.5b", 256)],
     "pointwise": [(1024, 2048)],
@@ -41,7 +46,7 @@ QUICK = {
 
 def pytest_generate_tests(metafunc):
     table = QUICK if metafunc.config.getoption("--bench-quick") else FULL
-    for fixture in ("linear", "decode_attention", "prefill_attention", "pointwise", "quantize"):
+    for fixture in ("linear", "linear_in_cache", "decode_attention", "prefill_attention", "pointwise", "quantize"):
         if fixture + "_case" in metafunc.fixturenames:
             cases = table[fixture]
             metafunc.parametrize(fixture + "_case", cases, ids=["-".join(map(str, c)) for c in cases])
@@ -69,6 +74,15 @@ def bench_linear(benchmark, linear_case, quick):
         fn = rotating(lambda w: K.linear_quant(x, w, fmt, out=out), ws)
     run_case(benchmark, fn, counts.linear(m, k, n, fmt), name="linear", shape={"M": m, "K": k, "N": n},
              dtype=fmt, batch=m, compute="gemm_fp32" if fmt == "bf16" else "int8_dot")
+
+
+def bench_linear_in_cache(benchmark, linear_in_cache_case):
+    m, k, n, fmt = linear_in_cache_case
+    rng = np.random.default_rng(0)
+    w, x = K.quantize(_random(rng, n, k) * 0.02, fmt), _random(rng, m, k)
+    out = np.empty((m, n), np.float32)
+    run_case(benchmark, lambda: K.linear_quant(x, w, fmt, out=out), counts.linear(m, k, n, fmt),
+             name="linear_in_cache", shape={"M": m, "K": k, "N": n}, dtype=fmt, batch=m, compute="int8_dot")
 
 
 def _paged(rng, hk: int, d: int, lengths: list[int], block: int = 16):

@@ -39,6 +39,8 @@ def test_quick_run_writes_one_schema_file_per_suite(quick_run):
         assert rows and all(r.suite == suite and r.date and r.machine and r.commit for r in rows)
     kernels = schema.read(schema.latest(quick_run, "kernels", quick=True))
     assert {r.dtype for r in kernels if r.name == "linear"} == {"bf16", "q8_0", "q4_0"}
+    # the matvec on one cache-resident copy: its instruction-bound rate, beside the one from memory
+    assert [(r.dtype, r.shape) for r in kernels if r.name == "linear_in_cache"] == [("q4_0", {"M": 1, "K": 896, "N": 4864})]
     for r in kernels:  # every kernel case is judged against a ceiling measured in this run
         assert r.bytes > 0 and r.fraction > 0 and r.ceiling is not None
         assert r.ceiling.removesuffix("_Bps") in {k.split("_GB/s")[0].split("_TFLOP/s")[0] for k in r.ceilings}

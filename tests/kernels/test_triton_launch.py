@@ -71,3 +71,49 @@ def test_output_allocates_or_checks_the_callers_array():
     launch.check_bias(None, 3, ("float32",))
     with pytest.raises(ValueError, match=r"bias must have shape \(4,\)"):
         launch.check_bias(torch.zeros(3), 4, ("float32",))
+
+
+def test_launches_go_to_cupys_stream_through_tritons_driver(monkeypatch):
+    """use_cupy_stream() against the installed Triton (CI installs the newest one, which has no
+    torch to ask for a stream): the launcher in triton.runtime.jit asks its active driver for the
+    current device and then that device's stream; after the hook both answers come from CuPy
+    (stood in for here, as no GPU is present), which is what makes graph capture on a CuPy stream
+    see the launches."""
+    import inspect
+    import sys
+    import types
+
+    import triton.runtime.jit as jit
+    from triton.runtime import driver
+
+    source = inspect.getsource(jit)
+    assert "driver.active.get_current_device()" in source  # the protocol the hook relies on
+    assert "driver.active.get_current_stream(device)" in source
+
+    class Stream:
+        ptr = 0xC0FFEE
+
+    fake_cupy = types.ModuleType("cupy")
+    fake_cupy.cuda = types.SimpleNamespace(get_current_stream=lambda: Stream(),
+                                           Device=lambda: types.SimpleNamespace(id=3))
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+
+    class TorchDriver:  # what a torch-present driver would answer
+        def get_current_device(self):
+            return 0
+
+        def get_current_stream(self, device):
+            return 0
+
+    previous = driver._active
+    driver.set_active(TorchDriver())
+    monkeypatch.setattr(launch, "INTERPRET", False)
+    monkeypatch.setattr(launch, "_stream_hooked", False)
+    try:
+        launch.use_cupy_stream()
+        device = driver.active.get_current_device()
+        assert (device, driver.active.get_current_stream(device)) == (3, 0xC0FFEE)
+        launch.use_cupy_stream()  # idempotent
+        assert launch._stream_hooked
+    finally:
+        driver._active = previous
