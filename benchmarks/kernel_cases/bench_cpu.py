@@ -46,7 +46,7 @@ QUICK = {
 
 def pytest_generate_tests(metafunc):
     table = QUICK if metafunc.config.getoption("--bench-quick") else FULL
-    for fixture in ("linear", "linear_in_cache", "decode_attention", "prefill_attention", "pointwise", "quantize"):
+    for fixture in table:  # FULL and QUICK name the same case kinds
         if fixture + "_case" in metafunc.fixturenames:
             cases = table[fixture]
             metafunc.parametrize(fixture + "_case", cases, ids=["-".join(map(str, c)) for c in cases])
