@@ -1,7 +1,7 @@
-"""`python -m benchmarks ...`: see benchmarks/cli.py."""
+"""`python -m hearth.benchmarks ...`: see benchmarks/cli.py."""
 
 import sys
 
-from benchmarks.cli import main
+from hearth.benchmarks.cli import main
 
 sys.exit(main())

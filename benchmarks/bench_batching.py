@@ -6,11 +6,11 @@ then times `--steps` decode steps of `c` sequences each. A separate instrumented
 every backend op (matmuls, attention, the rest) and the model forward; the engine's overhead is
 the step time outside the forward (scheduling, input building, sampling, bookkeeping). Matmul
 rates are compared with the machine's FMA rate, measured in the same run as the peak rate of a
-large fp32 GEMM (numpy's BLAS on all threads). The engine suite (`python -m benchmarks engine`)
+large fp32 GEMM (numpy's BLAS on all threads). The engine suite (`python -m hearth.benchmarks engine`)
 measures tokens/s against batch size for every shape and format; this script is the diagnosis
 of one shape's steps. Rows (name "decode_profile") go to benchmarks/results/ in the one schema.
 
-    python benchmarks/bench_batching.py [--shape default|qwen2.5-0.5b] [--steps 16] [--repeats 3]
+    python -m hearth.benchmarks.bench_batching [--shape default|qwen2.5-0.5b] [--steps 16] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -25,12 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks import ceilings, schema
-from benchmarks.cli import default_results_dir
-from benchmarks.common import commit, tiled_random_checkpoint
-from engine import LLM, SamplingParams
+from hearth.benchmarks import ceilings, schema
+from hearth.benchmarks.common import commit, tiled_random_checkpoint
+from hearth import LLM, SamplingParams
 
 CONCURRENCY = (1, 4, 16, 64)
 PROMPT_LEN = 32
@@ -144,7 +141,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     rows = run(args.shape, args.steps, args.repeats)
-    print(schema.write(rows, schema.run_file(default_results_dir(), "engine", commit())))
+    print(schema.write(rows, schema.run_file(schema.default_results_dir(), "engine", commit())))
 
 
 if __name__ == "__main__":

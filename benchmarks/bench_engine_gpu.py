@@ -2,7 +2,7 @@
 throughput, start-up time and GPU memory, for random-weight Llama-3.2-1B and Llama-3.1-8B shapes in
 bf16, q8_0 and q4_0 (quantized on load).
 
-    python benchmarks/bench_engine_gpu.py [--shapes llama-3.2-1b llama-3.1-8b] [--formats bf16 q8_0 q4_0]
+    python -m hearth.benchmarks.bench_engine_gpu [--shapes llama-3.2-1b llama-3.1-8b] [--formats bf16 q8_0 q4_0]
                                           [--throughput 64 256] [--quick]
 
 Phases, in one process (the defaults are sized to finish within ~9 minutes on an H200):
@@ -10,7 +10,7 @@ Phases, in one process (the defaults are sized to finish within ~9 minutes on an
 1. Ceilings: device-to-device copy bandwidth (`copy_Bps`: bytes read + written per second of a
    large `dst[...] = src`, CUDA events) and the bf16 GEMM rate (`gemm_bf16`, ops/s), both from
    benchmarks/bench_gpu.py's `ceilings()`.
-2. Per shape, a random checkpoint (benchmarks.common.tiled_random_checkpoint, in a temporary
+2. Per shape, a random checkpoint (hearth.benchmarks.common.tiled_random_checkpoint, in a temporary
    directory deleted afterwards); per format, one engine (LLM(device="cuda", ...)), whose
    construction wall time (load, quantize, KV sizing, graph capture) is the start-up time.
 3. Batch-1 decode: a random `--prompt-len` prompt is prefilled in one step, then every decode
@@ -58,11 +58,9 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks import counts, schema
-from benchmarks.common import commit, load_shape, tiled_random_checkpoint
-from engine import LLM, SamplingParams
+from hearth.benchmarks import counts, schema
+from hearth.benchmarks.common import commit, load_shape, tiled_random_checkpoint
+from hearth import LLM, SamplingParams
 
 SHAPES = ("llama-3.2-1b", "llama-3.1-8b")
 FORMATS = ("bf16", "q8_0", "q4_0")
@@ -92,7 +90,7 @@ class Plan:
     gpu_memory_fraction: float = 0.9
     enforce_eager: bool = False
     save: bool = True
-    results_dir: Path | None = None  # None: benchmarks.cli.default_results_dir() (benchmarks/results)
+    results_dir: Path | None = None  # None: hearth.benchmarks.schema.default_results_dir() (benchmarks/results)
     quick: bool = False  # marks the results file name (-quick)
 
     def tp_shape(self) -> str | None:
@@ -125,7 +123,7 @@ class CudaGpu:
         self.name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
 
     def ceilings(self) -> dict:
-        from benchmarks.bench_gpu import Device, ceilings
+        from hearth.benchmarks.bench_gpu import Device, ceilings
 
         out = ceilings(Device())
         self.release()
@@ -369,9 +367,7 @@ def save(rows: list[schema.Result], plan: Plan) -> Path:
     """All of a run's rows in one new file of plan.results_dir (default: benchmarks/results)."""
     results_dir = plan.results_dir
     if results_dir is None:
-        from benchmarks.cli import default_results_dir
-
-        results_dir = default_results_dir()
+        results_dir = schema.default_results_dir()
     return schema.write(rows, schema.run_file(Path(results_dir), "engine", commit(), plan.quick))
 
 

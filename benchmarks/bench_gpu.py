@@ -1,7 +1,7 @@
 """GPU kernel benchmarks: each kernel's rate as a fraction of ceilings measured in the same run.
 
-    python -m benchmarks kernels          # the CPU suite, then these cases when a GPU is usable
-    python benchmarks/bench_gpu.py [--model llama-3.2-1b] [--quick]   # these cases alone (< 10 min)
+    python -m hearth.benchmarks kernels          # the CPU suite, then these cases when a GPU is usable
+    python -m hearth.benchmarks.bench_gpu [--model llama-3.2-1b] [--quick]   # these cases alone (< 10 min)
 
 Ceilings, measured first: device-to-device copy bandwidth (bytes read + written per second of a
 large `dst[...] = src`) and the cuBLAS bf16 GEMM rate (8192^3 through CuPy). Each case's counted
@@ -24,25 +24,12 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks import schema
-from benchmarks.common import SHAPES, commit
+from hearth.benchmarks import schema
+from hearth.benchmarks.common import SHAPES, commit
+from hearth.benchmarks.gpu_cases import Case
 
 BATCHES = (1, 16, 64, 256)
 MODELS = ("llama-3.1-8b", "llama-3.2-1b")
-
-
-@dataclass
-class Case:
-    """One kernel at one shape: `run` launches it once; bytes/flops are what one launch moves/does."""
-
-    name: str
-    shape: dict
-    dtype: str
-    run: Callable[[], Any]
-    nbytes: int
-    flops: int = 0
 
 
 class Device:
@@ -117,7 +104,7 @@ def model_dims(name: str, smoke: bool) -> dict:
 
 def cases_for(dev: Device, model: str, batch: int) -> list[Case]:
     """Every kernel at this model's shapes and this batch size (decode-like: one token per sequence)."""
-    from benchmarks.gpu_cases import (
+    from hearth.benchmarks.gpu_cases import (
         attention_cases,
         linear_cases,
         pointwise_cases,
@@ -161,13 +148,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="Llama-3.2-1B at batches 1 and 64 only")
     ap.add_argument("--model", nargs="+", default=None, choices=MODELS)
     args = ap.parse_args(argv)
-    from benchmarks import report
-    from benchmarks.cli import default_results_dir
+    from hearth.benchmarks import report
 
     rows = run(Device(), args.quick, progress=True, models=tuple(args.model) if args.model else None)
     print(report.markdown(rows))
     if not args.no_record:
-        print(schema.write(rows, schema.run_file(default_results_dir(), "kernels", commit(), args.quick)))
+        print(schema.write(rows, schema.run_file(schema.default_results_dir(), "kernels", commit(), args.quick)))
 
 
 if __name__ == "__main__":

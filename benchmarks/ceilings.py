@@ -48,7 +48,7 @@ def _probe_buffer(num_bytes: int, which: int) -> np.ndarray:
 
 def read_bandwidth(num_bytes: int = 1 << 30, repeats: int = 7) -> float:
     """Bytes/s of every thread streaming through a `num_bytes` buffer."""
-    import kernels.cpu as K
+    import hearth.kernels.cpu as K
 
     buf = _probe_buffer(num_bytes, 0)
     return num_bytes / _median_time(lambda: K.memory_read_probe(buf), repeats)
@@ -59,7 +59,7 @@ def _threaded(fn, *buffers: np.ndarray) -> None:
     (numpy's ufuncs release the GIL, so the threads stream memory at the same time)."""
     import threading
 
-    import kernels.cpu as K
+    import hearth.kernels.cpu as K
 
     parts = [np.array_split(b, K.num_threads()) for b in buffers]
     threads = [threading.Thread(target=fn, args=chunk) for chunk in zip(*parts)]
@@ -94,9 +94,9 @@ def gemm_fp32_rate(n: int = 2048, repeats: int = 5) -> float:
 
 
 def int8_dot_rate(iters: int = 10_000_000, repeats: int = 7) -> float:
-    """Ops/s (2 per u8 x s8 multiply-add) of kernels.cpu.int8_dot_probe on every thread: the
+    """Ops/s (2 per u8 x s8 multiply-add) of hearth.kernels.cpu.int8_dot_probe on every thread: the
     best of the repeats, since a register-only loop can only be slowed down by other work."""
-    import kernels.cpu as K
+    import hearth.kernels.cpu as K
 
     K.int8_dot_probe(iters // 10)  # wake the cores (clock ramp, thread pool)
     rates = []
@@ -147,7 +147,7 @@ def cpu_name() -> str:
     import platform
     from pathlib import Path
 
-    import kernels.cpu as K
+    import hearth.kernels.cpu as K
 
     name = platform.processor() or platform.machine()
     try:

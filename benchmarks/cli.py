@@ -1,12 +1,12 @@
-"""`python -m benchmarks ...` and `hearth bench ...`: run a suite, compare runs, plot, report.
+"""`python -m hearth.benchmarks ...` and `hearth bench ...`: run a suite, compare runs, plot, report.
 
-    python -m benchmarks kernels [--quick]     # CPU kernels (pytest-benchmark), GPU kernels if present
-    python -m benchmarks engine [--quick]      # offline prefill/decode tok/s on random weights
-    python -m benchmarks serve [--quick]       # latency percentiles against load, over HTTP
-    python -m benchmarks all --quick           # the three, each with its quick defaults
-    python -m benchmarks compare OLD NEW       # ratio table, regressions beyond noise flagged
-    python -m benchmarks plot [FILE ...]       # PNG charts (roofline, decode vs batch, latency vs load)
-    python -m benchmarks report [--readme]     # markdown tables of the latest runs (into README.md)
+    python -m hearth.benchmarks kernels [--quick]     # CPU kernels (pytest-benchmark), GPU kernels if present
+    python -m hearth.benchmarks engine [--quick]      # offline prefill/decode tok/s on random weights
+    python -m hearth.benchmarks serve [--quick]       # latency percentiles against load, over HTTP
+    python -m hearth.benchmarks all --quick           # the three, each with its quick defaults
+    python -m hearth.benchmarks compare OLD NEW       # ratio table, regressions beyond noise flagged
+    python -m hearth.benchmarks plot [FILE ...]       # PNG charts (roofline, decode vs batch, latency vs load)
+    python -m hearth.benchmarks report [--readme]     # markdown tables of the latest runs (into README.md)
 
 Every suite writes one JSONL file per run, in the one result schema (benchmarks/schema.py), to
 --results-dir (benchmarks/results in a source checkout).
@@ -20,18 +20,13 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import compare as cmp
-from benchmarks import schema
-from benchmarks.common import commit
+from hearth.benchmarks import compare as cmp
+from hearth.benchmarks import schema
+from hearth.benchmarks.common import commit
 
 ROOT = Path(__file__).resolve().parent
-SUITES = {"kernels": "benchmarks.kernel_suite", "engine": "benchmarks.engine_suite", "serve": "benchmarks.serve_suite"}
+SUITES = {"kernels": "hearth.benchmarks.kernel_suite", "engine": "hearth.benchmarks.engine_suite", "serve": "hearth.benchmarks.serve_suite"}
 README = ROOT.parent / "README.md"
-
-
-def default_results_dir() -> Path:
-    """benchmarks/results in a source checkout; ./hearth-bench-results for an installed copy."""
-    return ROOT / "results" if (ROOT.parent / "pyproject.toml").exists() else Path.cwd() / "hearth-bench-results"
 
 
 def _suite_module(name: str):
@@ -73,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_suite(name: str, args: argparse.Namespace) -> list[schema.Result]:
     """Run one suite, write its JSONL (unless --no-save) and print its table."""
-    from benchmarks import report
+    from hearth.benchmarks import report
 
-    results_dir = args.results_dir or default_results_dir()
+    results_dir = args.results_dir or schema.default_results_dir()
     t0 = time.perf_counter()
     module = _suite_module(name)
     kwargs = {"storage": results_dir / "pytest-benchmark"} if name == "kernels" and not args.no_save else {}
@@ -100,7 +95,7 @@ def _suite_defaults(name: str, quick: bool, parent: argparse.Namespace) -> argpa
 def _input_files(args: argparse.Namespace) -> list[Path]:
     if args.files:
         return args.files
-    results_dir = args.results_dir or default_results_dir()
+    results_dir = args.results_dir or schema.default_results_dir()
     found = [schema.latest(results_dir, s) or schema.latest(results_dir, s, quick=True) for s in SUITES]
     if not any(found):
         raise ValueError(f"no result files in {results_dir}: run a suite first")
@@ -115,11 +110,11 @@ def readme_block(tables: str, plots_dir: Path) -> str:
 
 
 def plot_and_report(args: argparse.Namespace) -> int:
-    from benchmarks import plots, report
+    from hearth.benchmarks import plots, report
 
     files = _input_files(args)
     results = [r for f in files for r in cmp.load(f)]
-    out = args.out or (args.results_dir or default_results_dir()) / "plots"
+    out = args.out or (args.results_dir or schema.default_results_dir()) / "plots"
     if args.command == "plot" or getattr(args, "readme", False):
         for path in plots.plot_all(results, out):
             print(f"wrote {path}", file=sys.stderr)

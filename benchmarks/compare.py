@@ -15,7 +15,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import schema
+from hearth.benchmarks import schema
 
 # the standard error of a median of n samples is about 1.2533 sigma / sqrt(n); an interquartile
 # range is about 1.349 sigma for normal noise
@@ -48,7 +48,7 @@ def load(path: Path) -> list[schema.Result]:
     if not path.exists():
         raise ValueError(f"no such result file: {path}")
     if path.suffix == ".json":
-        from benchmarks.kernel_suite import from_pytest_benchmark
+        from hearth.benchmarks.pytest_results import from_pytest_benchmark
 
         return from_pytest_benchmark(json.loads(path.read_text()))
     return schema.read(path)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import ceilings, common, counts, schema
+from hearth.benchmarks import ceilings, common, counts, schema
 
 SHAPES = ("qwen2.5-0.5b", "qwen3-0.6b", "tinyllama-1.1b", "llama-3.2-1b")
 FORMATS = ("bf16", "q8_0", "q4_0")
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace, quick: bool, progress: bool) -> list[schema.Re
 
 def _measure_format(path: Path, name: str, cfg: dict, fmt: str, s: argparse.Namespace, bar) -> list[Case]:
     """Every case of one model in one format: decode at each batch size, then prefill."""
-    from engine import LLM
+    from hearth import LLM
 
     d = counts.Dims.from_config(cfg)
     head = "bf16" if fmt == "bf16" else _head_format()
@@ -143,14 +143,14 @@ def _probed(measure) -> tuple[list[float], dict[str, float]]:
 
 def _head_format() -> str:
     """The output head's format in a model quantized on load (the engine keeps it at 8 bits)."""
-    from engine.model.llama import LlamaForCausalLM
+    from hearth.engine.model.llama import LlamaForCausalLM
 
     return LlamaForCausalLM.HEAD_FORMAT
 
 
 def _add(llm, n: int, prompt_len: int, max_tokens: int, ids, rng: np.random.Generator) -> None:
     """Queue n requests with random prompts (distinct: nothing may be served from a cache)."""
-    from engine import SamplingParams
+    from hearth import SamplingParams
 
     params = SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True)
     for _ in range(n):

@@ -3,21 +3,36 @@ must move and the FLOPs it must do counted from the shapes (not from the impleme
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
-from benchmarks import counts
-from benchmarks.bench_gpu import Case
+from hearth.benchmarks import counts
 
 BF16 = "bfloat16"
+
+
+@dataclass
+class Case:
+    """One kernel at one shape: `run` launches it once; bytes/flops are what one launch moves/does."""
+
+    name: str
+    shape: dict
+    dtype: str
+    run: Callable[[], Any]
+    nbytes: int
+    flops: int = 0
 
 
 def linear_cases(dev, dims, batch, context) -> list[Case]:
     """The fused gate/up projection [2*inter, hidden] and the down projection, in bf16 (cuBLAS)
     and the two quantized formats (Triton, weight-only)."""
-    import kernels.cpu as K
-    from kernels.triton.dense_matmul import linear
-    from kernels.triton.quant_matmul import quant_linear
-    from kernels.triton.quant_pack import repack
+    import hearth.kernels.cpu as K
+    from hearth.kernels.triton.dense_matmul import linear
+    from hearth.kernels.triton.quant_matmul import quant_linear
+    from hearth.kernels.triton.quant_pack import repack
 
     h, inter = dims["hidden"], dims["inter"]
     out = []
@@ -51,8 +66,8 @@ def _paged_cache(dev, num_seqs, context, dims, block_size=16):
 def attention_cases(dev, dims, batch, context) -> list[Case]:
     """Decode attention at this batch (bytes: the K/V read); prefill attention of one prompt of
     `context` tokens, counted once per model (at batch 1; FLOPs: the causal half of QK^T and PV)."""
-    from kernels.triton.decode_attention import decode_attention
-    from kernels.triton.prefill_attention import prefill_attention
+    from hearth.kernels.triton.decode_attention import decode_attention
+    from hearth.kernels.triton.prefill_attention import prefill_attention
 
     hq, hk, d = dims["heads"], dims["kv_heads"], dims["head_dim"]
     scale = d**-0.5
@@ -74,10 +89,10 @@ def attention_cases(dev, dims, batch, context) -> list[Case]:
 
 def pointwise_cases(dev, dims, batch, context) -> list[Case]:
     """Norm, activation, RoPE + cache write, embedding gather: bytes read + written."""
-    from kernels.triton.embedding import embedding
-    from kernels.triton.rms_norm import add_rms_norm
-    from kernels.triton.rope_cache import rope_and_cache
-    from kernels.triton.silu_and_mul import silu_and_mul
+    from hearth.kernels.triton.embedding import embedding
+    from hearth.kernels.triton.rms_norm import add_rms_norm
+    from hearth.kernels.triton.rope_cache import rope_and_cache
+    from hearth.kernels.triton.silu_and_mul import silu_and_mul
 
     h, inter, hq, hk, d = dims["hidden"], dims["inter"], dims["heads"], dims["kv_heads"], dims["head_dim"]
     x, res, w = dev.randn((batch, h), BF16), dev.randn((batch, h), "float32"), dev.randn((h,), BF16)
@@ -103,7 +118,7 @@ def pointwise_cases(dev, dims, batch, context) -> list[Case]:
 def sampling_cases(dev, dims, batch, context) -> list[Case]:
     """The sampler over [batch, vocab] fp32 logits with top-k, top-p and temperature on: bytes of
     one read of the logits (the floor any sampler pays)."""
-    from kernels.numba.sampling import sample
+    from hearth.kernels.numba.sampling import sample
 
     if dev.smoke and batch > 1:  # the CUDA simulator runs one Python thread per CUDA thread
         return []

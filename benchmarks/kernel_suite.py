@@ -17,8 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import schema
-from benchmarks.ceilings import best_of, cuda_available
+from hearth.benchmarks import schema
+from hearth.benchmarks.ceilings import cuda_available
+from hearth.benchmarks.pytest_results import from_pytest_benchmark
 
 CASES = Path(__file__).resolve().parent / "kernel_cases"
 
@@ -33,7 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def pytest_args(json_path: Path, quick: bool, args: argparse.Namespace, storage: Path | None) -> list[str]:
     """The pytest command line of one suite run."""
-    argv = [str(CASES), "-q", "-p", "no:cacheprovider", "-o", "python_files=bench_*.py",
+    # importlib mode: pytest puts nothing on sys.path (its default would add the suite's own
+    # folder, exposing schema.py, counts.py ... as top-level modules)
+    argv = [str(CASES), "-q", "-p", "no:cacheprovider", "--import-mode=importlib", "-o", "python_files=bench_*.py",
             "-o", "python_functions=bench_*", "--benchmark-only", "--benchmark-quiet",
             f"--benchmark-json={json_path}", "--benchmark-warmup=on", "--benchmark-disable-gc"]
     if quick:
@@ -76,32 +79,11 @@ def run_cpu(args: argparse.Namespace, quick: bool, progress: bool, storage: Path
         return from_pytest_benchmark(json.loads(json_path.read_text()))
 
 
-def from_pytest_benchmark(data: dict) -> list[schema.Result]:
-    """Result rows from a pytest-benchmark JSON written by this suite (saved or fresh)."""
-    info = data.get("machine_info", {}).get("hearth")
-    if info is None:
-        raise ValueError("not a run of hearth's kernel suite: its machine_info has no 'hearth' entry")
-    date = str(data.get("datetime", ""))[:10]
-    out = []
-    for b in data["benchmarks"]:
-        e, st = b["extra_info"], b["stats"]
-        calls = e.get("calls", 1)
-        r = schema.make(e["case"], suite="kernels", backend=e["backend"], device=info["device"], shape=e["shape"],
-                        dtype=e["dtype"], batch=e["batch"], stats=(st["median"] / calls, st["iqr"] / calls, st["rounds"]),
-                        nbytes=e["bytes"], flops=e["flops"], memory=e["memory"],
-                        ceilings=best_of(info["ceilings"], e.get("ceilings", {})),
-                        compute=e["compute"], machine=info["device"], commit=info["commit"],
-                        extra={"test": b["name"], "min_s": st["min"] / calls, "iterations": st["iterations"]})
-        r.date = date or r.date
-        out.append(r)
-    return out
-
-
 def run(args: argparse.Namespace, quick: bool, progress: bool, storage: Path | None = None) -> list[schema.Result]:
     """Every kernel case: the CPU's, then the GPU's when one is usable (and not --no-gpu)."""
     results = run_cpu(args, quick, progress, storage)
     if cuda_available() and not args.no_gpu:
-        from benchmarks import bench_gpu
+        from hearth.benchmarks import bench_gpu
 
         results += bench_gpu.run(bench_gpu.Device(), quick=quick, progress=progress)
     return results

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.schema import Result
+from hearth.benchmarks.schema import Result
 
 PERCENTILES = ("p50", "p90", "p99")
 _STYLES = {"p50": "-", "p90": "--", "p99": ":"}

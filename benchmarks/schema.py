@@ -20,6 +20,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 SUITES = ("kernels", "engine", "serve")
+_HERE = Path(__file__).resolve().parent
+
+
+def default_results_dir() -> Path:
+    """benchmarks/results in a source checkout; ./hearth-bench-results for an installed copy."""
+    return _HERE / "results" if (_HERE.parent / "pyproject.toml").exists() else Path.cwd() / "hearth-bench-results"
 
 
 @dataclass

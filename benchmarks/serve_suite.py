@@ -23,7 +23,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from benchmarks import ceilings, common, schema, serving
+from hearth.benchmarks import ceilings, common, schema, serving
 
 REPO = Path(__file__).resolve().parent.parent
 # (full run, --quick) values of the flags the user did not give
@@ -110,7 +110,7 @@ def _seconds(stats_ms: dict) -> dict | None:
 def model_name(model: str | None) -> str:
     """The name the server is asked to serve the model under (and the rows' shape["model"])."""
     if model is None:
-        from server.http import DEFAULT_MODEL_NAME
+        from hearth.server.http import DEFAULT_MODEL_NAME
 
         return DEFAULT_MODEL_NAME
     return Path(model).name
@@ -122,7 +122,7 @@ def model_dtype(model: str | None) -> str:
     if model is not None and str(model).endswith(".gguf"):
         return "gguf"
     if model is None:
-        from engine.builder import DEFAULT_MODEL_DIR
+        from hearth.engine.frontends.builder import DEFAULT_MODEL_DIR
 
         model = str(DEFAULT_MODEL_DIR)
     cfg = json.loads((Path(model) / "config.json").read_text())
@@ -141,7 +141,7 @@ def hearth_server(model: str | None, name: str, max_num_seqs: int, max_queued: i
     """A `hearth serve` subprocess on a free local port, ready (GET /health is 200) on entry and
     terminated on exit, whatever happened in between; yields its base URL."""
     port = _free_port()
-    cmd = [sys.executable, "-m", "server.cli", "serve", *([model] if model else []), "--port", str(port),
+    cmd = [sys.executable, "-m", "hearth", "serve", *([model] if model else []), "--port", str(port),
            "--served-model-name", name, "--max-num-seqs", str(max(64, max_num_seqs)),
            "--max-queued-requests", str(max(256, max_queued)), "--shutdown-timeout", "5"]
     # the log goes to a file, not a pipe: a pipe nobody reads would stall a chatty server

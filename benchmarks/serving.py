@@ -4,15 +4,15 @@ output token (TPOT), inter-token latency (ITL) and end-to-end latency (E2EL), pl
 output-token throughput over the whole run. The result is JSON, printed and optionally saved.
 
     # 200 requests, 8 in flight, ~256-word random prompts, 128 output tokens of fixed length
-    python benchmarks/serving.py --url http://127.0.0.1:8000 --num-requests 200 \\
+    python -m hearth.benchmarks.serving --url http://127.0.0.1:8000 --num-requests 200 \\
         --concurrency 8 --prompt-len 256 --output-len 128 --ignore-eos --out result.json
 
     # Poisson arrivals at 4 req/s through the chat endpoint, prompts from a file
-    python benchmarks/serving.py --url http://127.0.0.1:8000 --endpoint chat \\
+    python -m hearth.benchmarks.serving --url http://127.0.0.1:8000 --endpoint chat \\
         --request-rate 4 --prompts-file prompts.json
 
     # the same load through hearth's AsyncLLM in this process too: the HTTP layer's cost
-    python benchmarks/serving.py --url http://127.0.0.1:8000 --concurrency 4 --compare-in-process
+    python -m hearth.benchmarks.serving --url http://127.0.0.1:8000 --concurrency 4 --compare-in-process
 
 The HTTP and in-process paths share one scheduler (`run_load`, which takes an async "send one
 request" callable) and one metric computation (`summarize`), so their numbers are comparable.
@@ -244,7 +244,7 @@ async def run_in_process(engine, prompts: list[str], output_len: int, concurrenc
                          temperature: float = 0.0, seed: int = 0, arrival: str = "poisson") -> dict:
     """The same load through an engine's `generate` (hearth's AsyncLLM) in this process, with no
     HTTP in between; returns the same shape as `run_http`. Tokens are counted from token_ids."""
-    from engine import SamplingParams  # lazily: the HTTP path must work without hearth installed
+    from hearth import SamplingParams  # lazily: the HTTP path must work without hearth installed
 
     params = SamplingParams(max_tokens=output_len, temperature=temperature, ignore_eos=ignore_eos)
     run_id = uuid.uuid4().hex[:8]  # ids must be unique among live requests, even across runs
@@ -349,12 +349,11 @@ def _compare(args: argparse.Namespace, prompts: list[str], http: Callable[[], di
     """HTTP and in-process runs alternated `--repeats` times (after `--warmup` uncounted
     rounds); the median run of each is reported, and http_vs_in_process is the ratio of their
     median throughputs."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
     client_cpus = os.sched_getaffinity(0)
     engine_cpus = parse_cpu_list(args.in_process_cpus) if args.in_process_cpus else client_cpus
     # set before the engine loads: its threads inherit the mask, and OpenMP sizes its team by it
     os.sched_setaffinity(0, engine_cpus)
-    from engine import AsyncLLM
+    from hearth import AsyncLLM
 
     engine = AsyncLLM(args.model_path)
     runs: dict[str, list[dict]] = {"http": [], "in_process": []}

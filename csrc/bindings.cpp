@@ -1,4 +1,4 @@
-// pybind11 module kernels.cpu._C: validates arguments, releases the GIL and
+// pybind11 module hearth.kernels.cpu._C: validates arguments, releases the GIL and
 // calls the kernels declared in ops.h.
 #include <omp.h>
 

@@ -57,7 +57,7 @@ struct Int8DotProbe {
 };
 Int8DotProbe int8_dot_probe(int64_t iters, uint8_t a, int8_t b);
 
-// GGUF block formats (layout in engine/quant.py): each row of W[N, K] is
+// GGUF block formats (layout in engine/model/quant.py): each row of W[N, K] is
 // K / 32 blocks of an fp16 scale and 32 (Q8_0: int8, Q4_0: 4-bit) values.
 enum class QuantFormat : int { Q8_0 = 0, Q4_0 = 1 };
 

@@ -1,6 +1,6 @@
 """float64 numpy oracles for every kernel: slow, obvious, no cleverness.
 
-Same names and semantics as `kernels.cpu`, except that nothing is done in
+Same names and semantics as `hearth.kernels.cpu`, except that nothing is done in
 place: ops that mutate (rope, add_rms_norm, reshape_and_cache) return new
 arrays instead. Inputs of any float dtype (incl. ml_dtypes.bfloat16) are
 widened to float64 first.
@@ -209,7 +209,7 @@ def sampling_distribution(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One row's final distribution: candidate ids best first (logit descending, lower id first)
     and their probabilities (summing to 1). Penalties over the dense output_counts [V] and
-    prompt_mask [V], then logit_bias [V], temperature, min-p, top-k, top-p, as engine.sampler.
+    prompt_mask [V], then logit_bias [V], temperature, min-p, top-k, top-p, as hearth.engine.core.sampler.
     Greedy (temperature 0 or top_k 1): the argmax of the penalized logits, probability 1."""
     x = _f64(logits).copy()
     x[np.isnan(x)] = -np.inf

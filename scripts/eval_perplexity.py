@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
+from hearth import LLM, SamplingParams
+# a sibling script: `python scripts/eval_perplexity.py` puts scripts/ first on sys.path
+from train_default_model import is_heldout, list_sources
 
-from engine import LLM, SamplingParams  # noqa: E402
-from train_default_model import is_heldout, list_sources  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 WINDOW = 511
 

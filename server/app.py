@@ -20,12 +20,12 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from engine import AsyncLLM, ContextLengthError, RequestOutput, SamplingParams
-from server.errors import APIError, error_body, install_error_handlers
-from server.metrics import ServerMetrics
-from server.protocol import (ERROR_RESPONSES, ChatCompletionRequest, CompletionRequest, DetokenizeRequest,
+from hearth import AsyncLLM, ContextLengthError, RequestOutput, SamplingParams
+from hearth.server.errors import APIError, error_body, install_error_handlers
+from hearth.server.metrics import ServerMetrics
+from hearth.server.protocol import (ERROR_RESPONSES, ChatCompletionRequest, CompletionRequest, DetokenizeRequest,
                              TokenizeRequest)
-from server.responses import (ChoiceState, ChunkEncoder, chat_response, chunk_object, completion_response, sse_event,
+from hearth.server.responses import (ChoiceState, ChunkEncoder, chat_response, chunk_object, completion_response, sse_event,
                               usage)
 
 log = logging.getLogger("hearth")

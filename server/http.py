@@ -9,8 +9,8 @@ from typing import Any
 import uvicorn
 from tqdm import tqdm
 
-from engine import AsyncLLM
-from server.app import ServerConfig, ServerState, create_app
+from hearth import AsyncLLM
+from hearth.server.app import ServerConfig, ServerState, create_app
 
 DEFAULT_MODEL_NAME = "hearth-pystdlib"
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from engine import SamplingParams
+from hearth import SamplingParams
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 

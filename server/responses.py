@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine import CompletionOutput, Logprob
+from hearth import CompletionOutput, Logprob
 
 
 class ChoiceState:

@@ -26,6 +26,6 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_llm(tiny_model_dir):
-    from engine import LLM
+    from hearth import LLM
 
     return LLM(str(tiny_model_dir), max_model_len=256, seed=0)

@@ -1,6 +1,6 @@
 """benchmarks/bench_engine_gpu.py without a GPU: every phase (ceiling, start-up, batch-1 decode,
 throughput, memory, the markdown table) runs on a tiny shape with the CUDA backend in the kernel
-interpreters (tests/engine/interpreter_device.py); every row is a valid benchmarks.schema Result
+interpreters (tests/engine/interpreter_device.py); every row is a valid hearth.benchmarks.schema Result
 whose figures follow from its counted bytes and measured times, and the run's file reads back."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from benchmarks import bench_engine_gpu as bench
-from benchmarks import common, counts, schema
+from hearth.benchmarks import bench_engine_gpu as bench
+from hearth.benchmarks import common, counts, schema
 from tests.engine.interpreter_device import InterpreterDevice
 
 TINY = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,

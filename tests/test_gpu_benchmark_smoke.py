@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import bench_gpu
+from hearth.benchmarks import bench_gpu
 
 
 class InterpreterDevice:

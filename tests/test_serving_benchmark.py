@@ -17,7 +17,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from benchmarks.serving import (
+from hearth.benchmarks.serving import (
     RequestRecord,
     load_prompts,
     main,

@@ -1,4 +1,4 @@
-"""CPU kernel cases: kernels.cpu at the shapes of real models, each with its counted work.
+"""CPU kernel cases: hearth.kernels.cpu at the shapes of real models, each with its counted work.
 
 Shapes (benchmarks/model_shapes): Qwen2.5-0.5B (hidden 896, MLP 4864, 14/2 heads of 64),
 Llama-3.2-1B (hidden 2048, MLP 8192, 32/8 heads of 64) and Llama-3.1-8B's 4096 x 4096
@@ -16,9 +16,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-import kernels.cpu as K
-from benchmarks import counts
-from benchmarks.kernel_cases.measure import copies_for, rotating, run_case
+import hearth.kernels.cpu as K
+from hearth.benchmarks import counts
+from hearth.benchmarks.kernel_cases.measure import copies_for, rotating, run_case
 
 FORMATS = ("bf16", "q8_0", "q4_0")
 # (K, N): Qwen2.5-0.5B MLP up / down, Llama-3.2-1B MLP up / down, Llama-3.1-8B q_proj

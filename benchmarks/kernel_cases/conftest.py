@@ -2,7 +2,7 @@
 
 The ceilings are measured when the session starts and again when pytest-benchmark writes its
 JSON; the best of the two goes into the JSON's machine_info under "hearth", with the device,
-commit and mode, so a saved run is self-contained: benchmarks.kernel_suite turns it into the
+commit and mode, so a saved run is self-contained: hearth.benchmarks.kernel_suite turns it into the
 one result schema, and `pytest-benchmark compare` reads it as any other saved run.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import ceilings
-from benchmarks.common import commit
+from hearth.benchmarks import ceilings
+from hearth.benchmarks.common import commit
 
 
 def pytest_addoption(parser):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchmarks.counts import Work
+from hearth.benchmarks.counts import Work
 
 # Far beyond the last-level cache, so operands come from memory. The guest is told of a 32 MiB
 # L3, but a 256 MiB buffer still reads 1.5x faster than a 1 GiB one here: the host caches more.

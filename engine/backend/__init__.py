@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.backend.base import Backend
+from hearth.engine.backend.base import Backend
 
 
 def get_backend(device: str, dtype: str | None = None, cuda_device: Any = None) -> Backend:
@@ -12,15 +12,15 @@ def get_backend(device: str, dtype: str | None = None, cuda_device: Any = None) 
     `cuda_device` the memory/stream owner (default: the current GPU through CuPy; tests pass an
     interpreter stand-in). ValueError, saying what is missing, when CUDA cannot be used."""
     if device == "cpu":
-        from engine.backend.cpu import CPUBackend
+        from hearth.engine.backend.cpu import CPUBackend
 
         return CPUBackend()
     if device == "cuda":
-        from engine.backend.cuda_device import open_device
+        from hearth.engine.backend.cuda.device import open_device
 
         # open the device before importing the kernels: without CuPy there is nothing to run
         cuda_device = cuda_device if cuda_device is not None else open_device()
-        from engine.backend.cuda import CUDABackend
+        from hearth.engine.backend.cuda.backend import CUDABackend
 
         return CUDABackend(cuda_device, dtype or "bfloat16")
     raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")

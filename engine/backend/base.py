@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.quant import QuantizedMatrix
+from hearth.engine.model.quant import QuantizedMatrix
 
 Array = Any  # the backend's array type
 

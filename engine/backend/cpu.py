@@ -1,14 +1,14 @@
-"""CPU backend: numpy memory, ops from the compiled kernels in kernels.cpu."""
+"""CPU backend: numpy memory, ops from the compiled kernels in hearth.kernels.cpu."""
 
 from __future__ import annotations
 
 import ml_dtypes
 import numpy as np
 
-import kernels.cpu as K
-from engine.backend.arena import WeightArena
-from engine.backend.base import Array, Backend
-from engine.quant import BLOCK, QuantizedMatrix, check_format, row_bytes
+import hearth.kernels.cpu as K
+from hearth.engine.backend.arena import WeightArena
+from hearth.engine.backend.base import Array, Backend
+from hearth.engine.model.quant import BLOCK, QuantizedMatrix, check_format, row_bytes
 
 _BF16 = np.dtype(ml_dtypes.bfloat16)
 

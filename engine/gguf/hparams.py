@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.config import ModelConfig
-from engine.gguf.metadata import Metadata
-from engine.gguf.rope import fit_llama3_scaling
+from hearth.engine.model.config import ModelConfig
+from hearth.engine.gguf.metadata import Metadata
+from hearth.engine.gguf.rope import fit_llama3_scaling
 
 # general.architecture -> the HF architecture with the same decoder
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}

@@ -9,8 +9,8 @@ from typing import Any
 from gguf import GGUFWriter, RopeScalingType
 from gguf.utility import size_label
 
-from engine.config import ModelConfig
-from engine.gguf.vocab import SPECIAL_KINDS, GGUFVocab
+from hearth.engine.model.config import ModelConfig
+from hearth.engine.gguf.vocab import SPECIAL_KINDS, GGUFVocab
 
 _QUANT_VERSION = 2  # ggml's block layout version (GGML_QNT_VERSION)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.gguf.container import GGUFFile
+from hearth.engine.gguf.container import GGUFFile
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

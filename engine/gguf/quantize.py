@@ -52,7 +52,7 @@ def dequantize(raw: np.ndarray, qtype: GGMLQuantizationType, shape: tuple[int, .
 
 def quantize(w: np.ndarray, fmt: str) -> np.ndarray:
     """uint8 [N, row_bytes] blocks of float matrix `w` [N, K] in "q8_0" or "q4_0" (K % 32 == 0)."""
-    from kernels.cpu import (
+    from hearth.kernels.cpu import (
         quantize as compiled,  # bit-identical to gguf's numpy code, much faster
     )
 

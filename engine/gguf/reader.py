@@ -7,15 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config import ModelConfig
-from engine.gguf import hparams
-from engine.gguf.container import GGUFFile
-from engine.gguf.metadata import Metadata
-from engine.gguf.names import ROPE_FREQS
-from engine.gguf.quantize import dequantize
-from engine.gguf.tensors import GGUFCheckpoint
-from engine.gguf.tokenizer import build_tokenizer, stop_token_ids
-from engine.tokenizer import Tokenizer
+from hearth.engine.model.config import ModelConfig
+from hearth.engine.gguf import hparams
+from hearth.engine.gguf.container import GGUFFile
+from hearth.engine.gguf.metadata import Metadata
+from hearth.engine.gguf.names import ROPE_FREQS
+from hearth.engine.gguf.quantize import dequantize
+from hearth.engine.gguf.tensors import GGUFCheckpoint
+from hearth.engine.gguf.tokenizer import build_tokenizer, stop_token_ids
+from hearth.engine.tokenization.tokenizer import Tokenizer
 
 log = logging.getLogger("hearth")
 
@@ -24,7 +24,7 @@ log = logging.getLogger("hearth")
 class GGUFModel:
     """Everything hearth needs from one GGUF file.
 
-    `checkpoint` answers to HF tensor names like `engine.model.loader.Checkpoint` and returns
+    `checkpoint` answers to HF tensor names like `hearth.engine.model.loader.Checkpoint` and returns
     views of the file's memory map; `quantization` is the block format of most matrices
     ("q8_0"/"q4_0"), None for a float file."""
 

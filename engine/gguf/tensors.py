@@ -1,4 +1,4 @@
-"""The tensors of a GGUF file behind the `engine.model.loader.Checkpoint` interface: asked for by
+"""The tensors of a GGUF file behind the `hearth.engine.model.loader.Checkpoint` interface: asked for by
 their Hugging Face names, returned in the HF layout.
 
 Float tensors (F32, F16, BF16) come back as read-only numpy views of the memory map and Q8_0/Q4_0
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.gguf import layout, names
-from engine.gguf.container import TensorData
-from engine.gguf.quantize import (
+from hearth.engine.gguf import layout, names
+from hearth.engine.gguf.container import TensorData
+from hearth.engine.gguf.quantize import (
     FLOAT_DTYPES,
     NATIVE,
     can_dequantize,
@@ -26,7 +26,7 @@ from engine.gguf.quantize import (
     quantize,
     requantize_target,
 )
-from engine.quant import BLOCK, QuantizedMatrix
+from hearth.engine.model.quant import BLOCK, QuantizedMatrix
 
 
 @dataclass(frozen=True)

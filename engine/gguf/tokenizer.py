@@ -28,9 +28,9 @@ from tokenizers import (
 )
 from tokenizers import Tokenizer as BackendTokenizer
 
-from engine.gguf import bytelevel
-from engine.gguf.metadata import Metadata
-from engine.tokenizer import Tokenizer
+from hearth.engine.gguf import bytelevel
+from hearth.engine.gguf.metadata import Metadata
+from hearth.engine.tokenization.tokenizer import Tokenizer
 
 # llama.cpp's token types
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6

@@ -16,7 +16,7 @@ from typing import Any
 
 from tokenizers import Tokenizer as BackendTokenizer
 
-from engine.gguf.tokenizer import (
+from hearth.engine.gguf.tokenizer import (
     BYTE,
     CONTROL,
     NORMAL,

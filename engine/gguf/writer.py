@@ -21,13 +21,13 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter, quants
 from tqdm import tqdm
 
-from engine.config import ModelConfig
-from engine.gguf import keys, layout, names
-from engine.gguf.quantize import GGML_TYPE, quantize
-from engine.gguf.rope import llama3_rope_factors
-from engine.gguf.vocab import read_hf_vocab
-from engine.model.loader import Checkpoint
-from engine.quant import BLOCK
+from hearth.engine.model.config import ModelConfig
+from hearth.engine.gguf import keys, layout, names
+from hearth.engine.gguf.quantize import GGML_TYPE, quantize
+from hearth.engine.gguf.rope import llama3_rope_factors
+from hearth.engine.gguf.vocab import read_hf_vocab
+from hearth.engine.model.loader import Checkpoint
+from hearth.engine.model.quant import BLOCK
 
 log = logging.getLogger("hearth")
 

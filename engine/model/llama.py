@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from engine.backend.base import Array, Backend
-from engine.config import ModelConfig
-from engine.model.loader import Checkpoint
-from engine.model.rope import rope_tables
-from engine.quant import QuantizedMatrix
+from hearth.engine.backend.base import Array, Backend
+from hearth.engine.model.config import ModelConfig
+from hearth.engine.model.loader import Checkpoint
+from hearth.engine.model.rope import rope_tables
+from hearth.engine.model.quant import QuantizedMatrix
 
 
 @dataclass

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from engine.config import RopeConfig
+from hearth.engine.model.config import RopeConfig
 
 
 def inverse_frequencies(rope: RopeConfig, head_dim: int) -> np.ndarray:

@@ -233,7 +233,7 @@ def int8_dot_probe(iters: int, a: int = 1, b: int = 1) -> tuple[int, int, str]:
 # ------------------------------------------------------------- GGUF block formats
 
 QUANT_BLOCK = 32
-QUANT_BLOCK_BYTES = {"q8_0": 34, "q4_0": 18}  # same table as engine.quant (a contract)
+QUANT_BLOCK_BYTES = {"q8_0": 34, "q4_0": 18}  # same table as hearth.engine.model.quant (a contract)
 
 
 def _quant_format(fmt) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numba import cuda
 
-from kernels.numba.launch import (
+from hearth.kernels.numba.launch import (
     arg,
     check,
     dtype_name,

@@ -1,6 +1,6 @@
 """Batched token sampling on the GPU: logits -> token ids and top-k log-probs, no host sync.
 
-Semantics mirror engine/sampler.py: repetition penalty over prompt and output tokens (divide
+Semantics mirror engine/core/sampler.py: repetition penalty over prompt and output tokens (divide
 positive logits, multiply negative ones), frequency/presence penalties over output tokens, then an
 additive bias (logit_bias; -inf bans a token, which is how min_tokens is expressed), then
 temperature, min-p (relative to the top token), top-k, top-p (smallest best-first prefix whose
@@ -18,7 +18,7 @@ the same (seed, step, logits) gives the same token on any batch position and on 
 Tokens with p < 2**-40 (relative to the top one) stay candidates but can never be drawn.
 
 The uniform comes from a counter-based hash of (seed, step) alone (the lowbias32 mixer, done in
-int64 arithmetic so Numba and numpy agree bit for bit; kernels.reference.sampling_uniform is
+int64 arithmetic so Numba and numpy agree bit for bit; hearth.kernels.reference.sampling_uniform is
 the same function), so a request's draws do not depend on its neighbours.
 """
 
@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 from numba import cuda, float32, float64, int64
 
-from kernels.numba.launch import arg, check, empty, full, stream
+from hearth.kernels.numba.launch import arg, check, empty, full, stream
 
 MAX_THREADS = 1024
 MAX_VOCAB = 1 << 22  # keeps the fixed-point mass of a row (V * 2**40) inside int64

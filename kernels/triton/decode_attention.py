@@ -23,7 +23,7 @@ from typing import Any
 import triton
 import triton.language as tl
 
-from kernels.triton.launch import (
+from hearth.kernels.triton.launch import (
     cdiv,
     check,
     empty,
@@ -33,7 +33,7 @@ from kernels.triton.launch import (
     ptr,
     use_cupy_stream,
 )
-from kernels.triton.paged_kv import check_paged_kv
+from hearth.kernels.triton.paged_kv import check_paged_kv
 
 LOG2E = 1.4426950408889634
 # Below this many keys a split's fixed cost (q load, merge traffic) dominates its work.

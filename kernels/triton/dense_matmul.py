@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kernels.triton.launch import check, check_bias, dtype_name, is_torch, output
+from hearth.kernels.triton.launch import check, check_bias, dtype_name, is_torch, output
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 

@@ -13,7 +13,7 @@ from typing import Any
 import triton
 import triton.language as tl
 
-from kernels.triton.launch import cdiv, check, dtype_name, empty, ptr, use_cupy_stream
+from hearth.kernels.triton.launch import cdiv, check, dtype_name, empty, ptr, use_cupy_stream
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 

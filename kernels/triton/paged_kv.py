@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from kernels.triton.launch import check, dtype_name
+from hearth.kernels.triton.launch import check, dtype_name
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 

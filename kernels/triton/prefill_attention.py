@@ -22,14 +22,14 @@ from typing import Any
 import triton
 import triton.language as tl
 
-from kernels.triton.launch import (
+from hearth.kernels.triton.launch import (
     check,
     interpreting,
     output,
     ptr,
     use_cupy_stream,
 )
-from kernels.triton.paged_kv import check_paged_kv
+from hearth.kernels.triton.paged_kv import check_paged_kv
 
 LOG2E = 1.4426950408889634
 

@@ -24,7 +24,7 @@ from typing import Any
 import triton
 import triton.language as tl
 
-from kernels.triton.launch import (
+from hearth.kernels.triton.launch import (
     cdiv,
     check,
     check_bias,
@@ -36,7 +36,7 @@ from kernels.triton.launch import (
     ptr,
     use_cupy_stream,
 )
-from kernels.triton.quant_pack import BLOCK, PackedWeight
+from hearth.kernels.triton.quant_pack import BLOCK, PackedWeight
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 MATVEC_MAX_M = 16

@@ -4,7 +4,7 @@
     add_rms_norm:  residual[m] += x[m] (in place), then out[m] = rms_norm(residual[m]) * weight
 
 add_rms_norm normalises the residual *as stored* (rounded to its dtype), so `out` equals
-rms_norm(residual) after the call whatever the dtypes (same contract as kernels.cpu). One program
+rms_norm(residual) after the call whatever the dtypes (same contract as hearth.kernels.cpu). One program
 per row; the row is swept in chunks of at most MAX_BLOCK columns twice: once for the sum of squares
 (and the residual update), once to normalise; the second sweep re-reads what the first touched
 moments ago, from L1/L2. Math in fp32; x, residual, weight and out may each be fp32/fp16/bf16.
@@ -17,7 +17,7 @@ from typing import Any
 import triton
 import triton.language as tl
 
-from kernels.triton.launch import check, dtype_name, empty, ptr, use_cupy_stream
+from hearth.kernels.triton.launch import check, dtype_name, empty, ptr, use_cupy_stream
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 MAX_BLOCK = 4096  # columns per chunk: 16 fp32 registers per thread at 8 warps

@@ -1,9 +1,9 @@
 """Rotary embedding of q and k in place, fused with writing k (rotated) and v into the paged KV cache.
 
-Rotate-half RoPE (as kernels.cpu.rope): for x[t, h] = (x1, x2), halves of head_dim D,
+Rotate-half RoPE (as hearth.kernels.cpu.rope): for x[t, h] = (x1, x2), halves of head_dim D,
     x1' = x1 * cos[pos[t]] - x2 * sin[pos[t]],   x2' = x2 * cos[pos[t]] + x1 * sin[pos[t]]
 with cos/sin fp32 [max_pos, D // 2]. Then k_cache.reshape(-1, Hk, D)[slot_mapping[t]] = k'[t] and
-the same for v (as kernels.cpu.reshape_and_cache); slots < 0 are padding and skipped. The cache gets
+the same for v (as hearth.kernels.cpu.reshape_and_cache); slots < 0 are padding and skipped. The cache gets
 k' as stored in k's dtype, then cast to the cache's, so it holds exactly what a separate rope +
 reshape_and_cache would write.
 
@@ -22,7 +22,7 @@ from typing import Any
 import triton
 import triton.language as tl
 
-from kernels.triton.launch import (
+from hearth.kernels.triton.launch import (
     cdiv,
     check,
     dtype_name,

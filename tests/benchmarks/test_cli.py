@@ -1,23 +1,23 @@
-"""The benchmark command end to end: `python -m benchmarks all --quick` (what a user runs first),
+"""The benchmark command end to end: `python -m hearth.benchmarks all --quick` (what a user runs first),
 then compare, plot and report on its files; and `hearth bench` reaching the same parser."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from benchmarks import compare, schema
-from server.cli import main as hearth
+from hearth.benchmarks import compare, schema
+from hearth.cli import main as hearth
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "hearth.benchmarks", *args], cwd=tempfile.gettempdir(), capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from benchmarks import compare, schema
-from benchmarks.cli import main
+from hearth.benchmarks import compare, schema
+from hearth.benchmarks.cli import main
 
 
 def _case(median: float, spread_frac: float = 0.01, repeats: int = 20, **over) -> schema.Result:

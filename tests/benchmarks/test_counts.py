@@ -6,8 +6,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-import kernels.cpu as K
-from benchmarks import counts
+import hearth.kernels.cpu as K
+from hearth.benchmarks import counts
 
 
 @pytest.mark.parametrize("fmt", ["q8_0", "q4_0"])

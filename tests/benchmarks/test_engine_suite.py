@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from benchmarks import common, counts, engine_suite, schema
+from hearth.benchmarks import common, counts, engine_suite, schema
 
 _TINY = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
          "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
@@ -40,7 +40,7 @@ def _head(fmt: str) -> str:
 @pytest.mark.parametrize("fmt", engine_suite.FORMATS)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_counts_are_the_bytes_the_engine_holds(configs, tmp_path, variant, fmt):
-    from engine import LLM
+    from hearth import LLM
 
     path = common.tiled_random_checkpoint(configs[variant], tmp_path / variant)
     llm = LLM(str(path), quantization=None if fmt == "bf16" else fmt, max_model_len=64, block_size=16,
@@ -109,7 +109,7 @@ def test_engine_suite_rows(configs, tmp_path):
 def test_each_case_is_judged_on_the_memory_probes_beside_it(configs, monkeypatch):
     """The run's memory ceilings are a floor; a case that ran while the probes beside it read
     faster is judged on those (the kernel suite's rule), and never on another case's probes."""
-    from benchmarks import ceilings
+    from hearth.benchmarks import ceilings
 
     beside = []
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from benchmarks import plots, schema
+from hearth.benchmarks import plots, schema
 
 pytest.importorskip("matplotlib")
 
@@ -142,5 +143,5 @@ def test_missing_matplotlib_names_the_bench_extra(tmp_path, monkeypatch):
 
 
 def test_importing_the_module_leaves_matplotlib_alone():
-    code = "import sys, benchmarks.plots; assert 'matplotlib' not in sys.modules, 'imported matplotlib'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+    code = "import sys, hearth.benchmarks.plots; assert 'matplotlib' not in sys.modules, 'imported matplotlib'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tempfile.gettempdir())

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from benchmarks import report, schema
+from hearth.benchmarks import report, schema
 
 CPU = {"read_Bps": 50e9, "gemm_fp32": 200e9, "int8_dot": 900e9}
 

@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from benchmarks import schema
-from benchmarks.cli import default_results_dir
+from hearth.benchmarks import schema
 
 CEILINGS = {"read_Bps": 30e9, "gemm_fp32": 200e9, "int8_dot": 900e9}
 
@@ -83,7 +82,7 @@ def test_latest_picks_the_newest_run_of_a_suite(tmp_path):
 
 
 def test_every_committed_result_file_follows_the_schema():
-    files = sorted(default_results_dir().glob("*.jsonl"))
+    files = sorted(schema.default_results_dir().glob("*.jsonl"))
     assert files, "benchmarks/results holds no result files"
     for path in files:
         assert schema.read(path), path

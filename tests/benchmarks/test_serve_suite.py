@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from benchmarks import schema, serve_suite
+from hearth.benchmarks import schema, serve_suite
 
 N, OUT = 6, 6  # requests per level, tokens per request
 

@@ -1,4 +1,4 @@
-"""A stand-in for engine.backend.cuda_device.CupyDevice that runs the CUDA backend without a GPU:
+"""A stand-in for hearth.engine.backend.cuda.device.CupyDevice that runs the CUDA backend without a GPU:
 arrays are torch CPU tensors, which the Triton kernels take under TRITON_INTERPRET=1, and the
 Numba sampler (under NUMBA_ENABLE_CUDASIM=1) gets numpy views of them. Nothing is captured
 (`is_real` False): the decode-graph path runs its padded forward eagerly. Test-only (torch)."""

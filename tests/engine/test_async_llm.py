@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from engine import AsyncLLM, EngineDeadError, SamplingParams
-from engine.output_processor import RequestState
+from hearth import AsyncLLM, EngineDeadError, SamplingParams
+from hearth.engine.frontends.output_processor import RequestState
 
 
 @pytest.fixture()

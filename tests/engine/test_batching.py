@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import LLM, SamplingParams
+from hearth import LLM, SamplingParams
 
 
 def _all_blocks_free(llm: LLM) -> None:

@@ -6,9 +6,9 @@ import json
 import shutil
 import pytest
 
-from engine import LLM
-from engine.config import ModelConfig
-from server.cli import main
+from hearth import LLM
+from hearth.engine.model.config import ModelConfig
+from hearth.cli import main
 
 TF4_LLAMA32 = {
     "architectures": ["LlamaForCausalLM"], "hidden_size": 2048, "intermediate_size": 8192,
@@ -69,7 +69,7 @@ def test_generation_config_supplies_defaults(tiny_model_dir, tmp_path):
 
 
 def test_cli_generate_streams_text(tiny_model_dir, tiny_llm, capsys):
-    from engine import SamplingParams
+    from hearth import SamplingParams
 
     assert main(["generate", str(tiny_model_dir), "def f(x):", "--max-tokens", "9", "--temperature", "0"]) == 0
     printed = capsys.readouterr().out
@@ -91,7 +91,7 @@ def test_cli_help_explains_flags(capsys):
 
 
 def test_cli_chat_applies_template(tiny_model_dir, tiny_llm, capsys):
-    from engine import SamplingParams
+    from hearth import SamplingParams
 
     assert main(["generate", str(tiny_model_dir), "hello", "--chat", "--max-tokens", "6", "--temperature", "0"]) == 0
     expect = tiny_llm.chat([{"role": "user", "content": "hello"}], SamplingParams(max_tokens=6, temperature=0))
@@ -119,6 +119,6 @@ def test_cli_device_cuda_without_a_gpu_is_a_clear_error(tiny_model_dir, capsys):
     assert "device='cuda'" in err and "Traceback" not in err
     for bad in ("0", "1.5"):
         with pytest.raises(ValueError, match="gpu_memory_fraction"):
-            from engine.cuda_runner import kv_blocks_for_memory
+            from hearth.engine.backend.cuda.runner import kv_blocks_for_memory
 
             kv_blocks_for_memory(1 << 30, 0, float(bad), 1024)

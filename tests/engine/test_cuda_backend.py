@@ -1,5 +1,5 @@
-"""The CUDA backend (engine/backend/cuda.py, engine/cuda_runner.py, engine/cuda_graphs.py,
-engine/device_sampler.py).
+"""The CUDA backend (engine/backend/cuda/backend.py, engine/backend/cuda/runner.py, engine/backend/cuda/graphs.py,
+engine/backend/cuda/sampler.py).
 
 In CI there is no GPU: the whole engine runs with device="cuda" over a stand-in device
 (tests/engine/interpreter_device.py) whose arrays are torch CPU tensors for Triton's interpreter
@@ -13,11 +13,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import LLM, SamplingParams
+from hearth import LLM, SamplingParams
 from tests.engine.engine_checks import assert_all_blocks_free, skip_if_cuda_is_usable, token_ids
-from engine.cuda_graphs import choose_bucket, graph_batch_sizes
-from engine.cuda_runner import kv_blocks_for_memory
-from engine.sampler import gather_logprobs
+from hearth.engine.backend.cuda.graphs import choose_bucket, graph_batch_sizes
+from hearth.engine.backend.cuda.runner import kv_blocks_for_memory
+from hearth.engine.core.sampler import gather_logprobs
 from tests.engine.interpreter_device import InterpreterDevice
 
 
@@ -45,7 +45,7 @@ def cpu_llm(tiny_model_dir):
 # ---------------------------------------------------------------- no GPU needed at all
 
 def test_without_cuda_the_engine_says_so(tiny_model_dir, monkeypatch):
-    import engine.backend.cuda_device as cd
+    import hearth.engine.backend.cuda.device as cd
 
     skip_if_cuda_is_usable()
     with pytest.raises(ValueError, match="device='cuda'"):
@@ -124,7 +124,7 @@ def test_greedy_fp32_equals_the_cpu_backend(cuda_fp32, cpu_llm):
 def test_padded_decode_step_equals_the_unpadded_forward(cuda_fp32):
     """3 sequences padded to a 4-row bucket: the same logits as the plain forward, and the pad
     rows write nothing into the KV cache."""
-    from engine.model_runner import StepInputs
+    from hearth.engine.backend.runner import StepInputs
 
     runner = cuda_fp32.engine.runner
     dev, bs = runner.device, runner.block_size
@@ -251,7 +251,7 @@ def test_async_llm_streams_from_the_cuda_backend(tiny_model_dir, cpu_llm):
     tokens as the CPU backend, and a cancelled stream frees its blocks."""
     import asyncio
 
-    from engine import AsyncLLM
+    from hearth import AsyncLLM
 
     eng = AsyncLLM(str(tiny_model_dir), device="cuda", dtype="float32", max_model_len=128, max_num_seqs=4,
                    max_num_batched_tokens=32, num_kv_blocks=32, cuda_device=InterpreterDevice())

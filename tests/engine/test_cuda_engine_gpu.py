@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import LLM, SamplingParams
+from hearth import LLM, SamplingParams
 from tests.engine.engine_checks import assert_all_blocks_free, token_ids
 
 pytestmark = [

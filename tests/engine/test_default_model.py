@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine import LLM, SamplingParams
-from engine.builder import DEFAULT_MODEL_DIR
-from server.cli import main
+from hearth import LLM, SamplingParams
+from hearth.engine.frontends.builder import DEFAULT_MODEL_DIR
+from hearth.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 HELDOUT = REPO / "tests" / "data" / "default_model_heldout.json"

@@ -9,7 +9,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
-from engine.kv_cache import KVCacheManager
+from hearth.engine.core.kv_cache import KVCacheManager
 
 BS = 4
 

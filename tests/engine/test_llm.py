@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from engine import LLM, SamplingParams
+from hearth import LLM, SamplingParams
 
 
 def _free_blocks_ok(llm: LLM) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine import LLM, SamplingParams
+from hearth import LLM, SamplingParams
 from tests.model_factory import VARIANTS, make_hf_model, save_model
 
 ATOL_FP32 = 1e-4

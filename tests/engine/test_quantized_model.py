@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine import LLM, SamplingParams
-from engine.quant import QuantizedMatrix
+from hearth import LLM, SamplingParams
+from hearth.engine.model.quant import QuantizedMatrix
 from tests.model_factory import VOCAB, make_hf_model, save_model
 
 # max |log-prob difference| over prompt positions and the top tokens, vs the dequantized oracle.
@@ -80,9 +80,9 @@ def test_bad_quantization_names_the_choices(tiny_model_dir):
 
 def test_quantize_on_load_packs_matrices_into_one_arena(tmp_path):
     """Quantized matrices are slices of a few large, cache-line-aligned slabs (huge pages), and
-    each holds exactly what `kernels.cpu.quantize` makes of the checkpoint's matrix."""
-    import kernels.cpu as K
-    from engine.backend.arena import ALIGN
+    each holds exactly what `hearth.kernels.cpu.quantize` makes of the checkpoint's matrix."""
+    import hearth.kernels.cpu as K
+    from hearth.engine.backend.arena import ALIGN
 
     model = make_hf_model("llama", seed=5)
     llm = LLM(str(save_model(model, "llama", tmp_path / "m")), quantization="q4_0", max_model_len=64,
@@ -106,7 +106,7 @@ def _root(a: np.ndarray) -> np.ndarray:
 
 
 def test_weight_arena_slabs_and_alignment():
-    from engine.backend.arena import ALIGN, WeightArena
+    from hearth.engine.backend.arena import ALIGN, WeightArena
 
     arena = WeightArena(slab_bytes=4 << 20)
     a, b = arena.take((3, 34)), arena.take((5, 18))

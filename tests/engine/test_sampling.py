@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import SamplingParams
-from engine.request import Request
-from engine.sampler import Sampler, filtered_distribution
+from hearth import SamplingParams
+from hearth.engine.core.request import Request
+from hearth.engine.core.sampler import Sampler, filtered_distribution
 
 
 def _request(params: SamplingParams, prompt=(1, 2, 3), output=(), seed=None) -> Request:

@@ -1,4 +1,4 @@
-"""engine.tokenizer against transformers on tokenizers trained by tests/tokenizer_factory.py."""
+"""hearth.engine.tokenization.tokenizer against transformers on tokenizers trained by tests/tokenizer_factory.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.tokenizer import IncrementalDetokenizer, Tokenizer
+from hearth.engine.tokenization.detokenizer import IncrementalDetokenizer
+from hearth.engine.tokenization.tokenizer import Tokenizer
 from tests.tokenizer_factory import BOS_ID, EOS_ID, build_tokenizer
 
 transformers = pytest.importorskip("transformers")

@@ -100,7 +100,7 @@ class Zoo:
         transformers, given that directory, sees nothing but the GGUF file)."""
         out = self.root / name / out_type / f"{name}-{out_type}.gguf"
         if not out.exists():
-            from engine.gguf import convert_to_gguf
+            from hearth.engine.gguf import convert_to_gguf
 
             _, d = self.hf(name)
             out.parent.mkdir(parents=True)

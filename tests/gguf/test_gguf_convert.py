@@ -10,8 +10,8 @@ import transformers
 from gguf import GGMLQuantizationType as T
 from gguf import GGUFReader
 
-from engine.gguf import convert_to_gguf, load_gguf
-from server.cli import main
+from hearth.engine.gguf import convert_to_gguf, load_gguf
+from hearth.cli import main
 from tests.gguf.conftest import reader_metadata, save
 from tests.model_factory import _COMMON
 
@@ -95,14 +95,14 @@ def test_rows_that_do_not_fill_blocks_fall_back_to_f16(tmp_path, caplog):
 
 
 def _llm_or_skip(path, **kwargs):
-    from engine import LLM
+    from hearth import LLM
 
     return LLM(str(path), **kwargs)
 
 
 @pytest.mark.parametrize("name", ["llama", "llama_spm", "llama3_scaled", "qwen2", "qwen3"])
 def test_llm_runs_an_f32_file_exactly_like_the_checkpoint(zoo, name):
-    from engine import LLM, SamplingParams
+    from hearth import LLM, SamplingParams
 
     _, hf_dir = zoo.hf(name)
     params = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True, logprobs=2)
@@ -120,7 +120,7 @@ def test_llm_runs_an_f32_file_exactly_like_the_checkpoint(zoo, name):
 
 
 def test_llm_runs_quantized_files_in_their_format(zoo):
-    from engine import SamplingParams
+    from hearth import SamplingParams
 
     for out_type in ("q8_0", "q4_0"):
         llm = _llm_or_skip(zoo.gguf("qwen3", out_type), max_model_len=64, num_kv_blocks=16)

@@ -10,9 +10,9 @@ import pytest
 from gguf import GGUFWriter
 from safetensors.numpy import load_file, save_file
 
-from engine.gguf import convert_to_gguf, load_gguf
-from engine.gguf.metadata import Metadata, read_metadata
-from engine.gguf.tokenizer import build_tokenizer
+from hearth.engine.gguf import convert_to_gguf, load_gguf
+from hearth.engine.gguf.metadata import Metadata, read_metadata
+from hearth.engine.gguf.tokenizer import build_tokenizer
 
 
 def _write(path, arch="llama", drop=(), extra=None, tokens=True, extra_tensors=None):

@@ -15,11 +15,11 @@ import transformers
 from gguf import GGMLQuantizationType as T
 from gguf import GGUFWriter, quants
 
-from engine.gguf import load_gguf
-from engine.gguf.metadata import Metadata, read_metadata
-from engine.gguf.tokenizer import build_tokenizer
-from engine.quant import QuantizedMatrix
-from engine.tokenizer import Tokenizer
+from hearth.engine.gguf import load_gguf
+from hearth.engine.gguf.metadata import Metadata, read_metadata
+from hearth.engine.gguf.tokenizer import build_tokenizer
+from hearth.engine.model.quant import QuantizedMatrix
+from hearth.engine.tokenization.tokenizer import Tokenizer
 from tests.gguf.test_gguf_roundtrip import TEXTS
 
 HIDDEN, INTER, LAYERS, HEADS, KV_HEADS, HEAD_DIM = 256, 512, 2, 4, 2, 64  # K-quants need rows of 256
@@ -122,7 +122,7 @@ def handwritten(zoo, tmp_path_factory):
 
 
 def _hf_name(name: str) -> str:
-    from engine.gguf.names import gguf_to_hf
+    from hearth.engine.gguf.names import gguf_to_hf
 
     return gguf_to_hf(name)
 
@@ -197,7 +197,7 @@ def test_sentencepiece_vocab_without_merges_ranks_pieces_by_score(zoo):
 def test_parser_agrees_with_the_gguf_packages_reader(handwritten, zoo):
     from gguf import GGUFReader
 
-    from engine.gguf.container import GGUFFile
+    from hearth.engine.gguf.container import GGUFFile
     from tests.gguf.conftest import reader_metadata
 
     for path in (handwritten[0], zoo.gguf("llama_spm", "q4_0"), zoo.gguf("qwen2", "f16")):
@@ -218,7 +218,7 @@ def test_parser_agrees_with_the_gguf_packages_reader(handwritten, zoo):
 
 
 def test_llm_runs_the_file_with_converted_kquants(handwritten):
-    from engine import LLM, SamplingParams
+    from hearth import LLM, SamplingParams
 
     llm = LLM(str(handwritten[0]), max_model_len=64, num_kv_blocks=16)
     assert llm.config.quantization == "q8_0"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.tokenizer import Tokenizer
+from hearth.engine.tokenization.tokenizer import Tokenizer
 from tests.gguf.conftest import MODELS
 from tests.gguf.test_gguf_roundtrip import TEXTS
 
@@ -46,8 +46,8 @@ def test_llamacpp_runs_the_bundled_model(tmp_path):
     # a GPT-2-split vocabulary ("gpt-2") and a trained model, not random weights
     import transformers
 
-    from engine.builder import DEFAULT_MODEL_DIR
-    from engine.gguf import convert_to_gguf
+    from hearth.engine.frontends.builder import DEFAULT_MODEL_DIR
+    from hearth.engine.gguf import convert_to_gguf
 
     path = convert_to_gguf(DEFAULT_MODEL_DIR, tmp_path / "default.gguf", "f32", progress=False)
     ref = Tokenizer.from_pretrained(DEFAULT_MODEL_DIR)

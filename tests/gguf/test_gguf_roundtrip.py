@@ -14,11 +14,11 @@ import torch
 import transformers
 from gguf import GGMLQuantizationType, quants
 
-from engine.config import ModelConfig
-from engine.gguf import load_gguf
-from engine.model.loader import Checkpoint
-from engine.quant import QuantizedMatrix
-from engine.tokenizer import Tokenizer
+from hearth.engine.model.config import ModelConfig
+from hearth.engine.gguf import load_gguf
+from hearth.engine.model.loader import Checkpoint
+from hearth.engine.model.quant import QuantizedMatrix
+from hearth.engine.tokenization.tokenizer import Tokenizer
 from tests.gguf.conftest import MODELS
 
 TEXTS = [

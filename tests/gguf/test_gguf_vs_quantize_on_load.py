@@ -7,9 +7,9 @@ import gguf
 import numpy as np
 import torch
 
-from engine import LLM, SamplingParams
-from engine.gguf.writer import convert_to_gguf
-from engine.quant import QuantizedMatrix
+from hearth import LLM, SamplingParams
+from hearth.engine.gguf.writer import convert_to_gguf
+from hearth.engine.model.quant import QuantizedMatrix
 from tests.model_factory import VOCAB, make_hf_model, save_model
 
 

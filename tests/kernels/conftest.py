@@ -8,7 +8,7 @@ import secrets
 import numpy as np
 import pytest
 
-from kernels import cpu
+from hearth.kernels import cpu
 
 LEVELS = ["scalar", "avx2", "avx512"]
 
@@ -37,7 +37,7 @@ def rng(request):
 def pytest_collection_modifyitems(config, items):
     """Tests marked `gpu` need a real device and Triton compiling for it: skipped (with the
     reason) in the interpreter runs that CI makes."""
-    from kernels.triton.launch import interpreting
+    from hearth.kernels.triton.launch import interpreting
 
     reason = None
     if interpreting():

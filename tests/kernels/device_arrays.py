@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.triton.launch import interpreting
+from hearth.kernels.triton.launch import interpreting
 
 FLOATS = ("float32", "float16", "bfloat16")
 

@@ -1,4 +1,4 @@
-"""Every kernels.cpu op against its float64 oracle, on every SIMD level."""
+"""Every hearth.kernels.cpu op against its float64 oracle, on every SIMD level."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from tolerances import assert_close
 
-from kernels import cpu
-from kernels import reference as ref
+from hearth.kernels import cpu
+from hearth.kernels import reference as ref
 
 BF16 = ml_dtypes.bfloat16
 
@@ -418,7 +418,7 @@ def test_simd_levels():
     "value,expect", [("scalar", "scalar"), ("bogus", "ValueError")]
 )
 def test_simd_env_var(value, expect):
-    code = "from kernels import cpu; print(cpu.simd_level())"
+    code = "from hearth.kernels import cpu; print(cpu.simd_level())"
     env = dict(os.environ, HEARTH_SIMD=value)
     res = subprocess.run(
         [sys.executable, "-c", code],

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.gpu
 def test_graph_replay_equals_eager(rng):
     import cupy
 
-    from kernels.triton.silu_and_mul import silu_and_mul
+    from hearth.kernels.triton.silu_and_mul import silu_and_mul
 
     gate_up = cupy.asarray(rng.standard_normal((16, 2 * 5632)).astype(np.float16))
     mid = cupy.empty((16, 5632), np.float16)

@@ -8,8 +8,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from kernels.numba.block_copy import copy_blocks
-from kernels.numba.launch import is_simulating
+from hearth.kernels.numba.block_copy import copy_blocks
+from hearth.kernels.numba.launch import is_simulating
 
 
 def _dev(a):

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.sampler import _top_k_ids, filtered_distribution, log_softmax
-from engine.sampling_params import SamplingParams
-from kernels import reference as ref
-from kernels.numba.launch import is_simulating
-from kernels.numba.sampling import sample
+from hearth.engine.core.sampler import _top_k_ids, filtered_distribution, log_softmax
+from hearth.engine.core.sampling_params import SamplingParams
+from hearth.kernels import reference as ref
+from hearth.kernels.numba.launch import is_simulating
+from hearth.kernels.numba.sampling import sample
 
 THREADS = 8 if is_simulating() else 256
 

@@ -10,9 +10,9 @@ import pytest
 from gguf.quants import dequantize as gguf_dequantize
 from gguf.quants import quantize as gguf_quantize
 
-from engine import quant as contract
-from kernels import cpu
-from kernels import reference as ref
+from hearth.engine.model import quant as contract
+from hearth.kernels import cpu
+from hearth.kernels import reference as ref
 
 FORMATS = ["q8_0", "q4_0"]
 GGML = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}

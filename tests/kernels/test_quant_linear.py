@@ -10,8 +10,8 @@ import mmap
 import numpy as np
 import pytest
 
-from kernels import cpu
-from kernels import reference as ref
+from hearth.kernels import cpu
+from hearth.kernels import reference as ref
 
 FORMATS = ["q8_0", "q4_0"]
 

@@ -8,13 +8,13 @@ import pytest
 from device_arrays import poisoned, rounded, to_device, to_host
 from tolerances import assert_close
 
-from kernels import reference as ref
-from kernels.triton.decode_attention import (
+from hearth.kernels import reference as ref
+from hearth.kernels.triton.decode_attention import (
     choose_num_splits,
     decode_attention,
     decode_workspace_size,
 )
-from kernels.triton.prefill_attention import prefill_attention
+from hearth.kernels.triton.prefill_attention import prefill_attention
 
 TOL_KEY = {
     "float32": "float32",

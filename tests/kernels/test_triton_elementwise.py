@@ -7,8 +7,8 @@ import pytest
 from device_arrays import poisoned, rounded, to_device, to_host
 from tolerances import assert_close
 
-from kernels import reference as ref
-from kernels.triton.silu_and_mul import silu_and_mul
+from hearth.kernels import reference as ref
+from hearth.kernels.triton.silu_and_mul import silu_and_mul
 
 TOL_KEY = {"float32": "float32", "float16": "float16 output", "bfloat16": "bfloat16 output"}
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import triton.language as tl
 
-from kernels.triton import launch
+from hearth.kernels.triton import launch
 
 
 def test_triton_dtypes_by_name():

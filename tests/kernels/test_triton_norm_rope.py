@@ -10,10 +10,10 @@ import pytest
 from device_arrays import poisoned, rounded, to_device, to_host
 from tolerances import assert_close
 
-from kernels import reference as ref
-from kernels.triton.embedding import embedding
-from kernels.triton.rms_norm import add_rms_norm, rms_norm
-from kernels.triton.rope_cache import rope_and_cache
+from hearth.kernels import reference as ref
+from hearth.kernels.triton.embedding import embedding
+from hearth.kernels.triton.rms_norm import add_rms_norm, rms_norm
+from hearth.kernels.triton.rope_cache import rope_and_cache
 
 TOL_KEY = {
     "float32": "float32",

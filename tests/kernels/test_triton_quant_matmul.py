@@ -13,10 +13,10 @@ import pytest
 from device_arrays import poisoned, rounded, to_device, to_host
 from tolerances import assert_close
 
-from kernels import reference as ref
-from kernels.triton.dense_matmul import linear
-from kernels.triton.quant_matmul import matvec_plan, quant_linear
-from kernels.triton.quant_pack import BLOCK_BYTES, PackedWeight, repack, unpack
+from hearth.kernels import reference as ref
+from hearth.kernels.triton.dense_matmul import linear
+from hearth.kernels.triton.quant_matmul import matvec_plan, quant_linear
+from hearth.kernels.triton.quant_pack import BLOCK_BYTES, PackedWeight, repack, unpack
 
 TOL_KEY = {
     "float32": "float32",

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -40,10 +41,10 @@ class Server:
 def start_server(model_dir, *extra: str, env: dict | None = None) -> Server:
     """Start `hearth serve` and wait until /health says ready."""
     port = free_port()
-    cmd = [sys.executable, "-m", "server.cli", "serve", str(model_dir), "--port", str(port),
+    cmd = [sys.executable, "-m", "hearth", "serve", str(model_dir), "--port", str(port),
            "--served-model-name", "tiny", "--api-key", API_KEY, "--max-model-len", "256",
            "--kv-cache-memory", str(64 << 20), *extra]
-    proc = subprocess.Popen(cmd, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    proc = subprocess.Popen(cmd, cwd=tempfile.gettempdir(),
                             env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", proc, "tiny")
     deadline = time.monotonic() + 60

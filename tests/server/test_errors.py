@@ -95,10 +95,10 @@ def test_error_during_a_stream_is_an_event_then_done():
     import asyncio
     import json
 
-    from engine import CompletionOutput, RequestOutput
-    from server.app import _Latency, _sse
-    from server.metrics import ServerMetrics
-    from server.responses import ChoiceState
+    from hearth import CompletionOutput, RequestOutput
+    from hearth.server.app import _Latency, _sse
+    from hearth.server.metrics import ServerMetrics
+    from hearth.server.responses import ChoiceState
 
     async def failing():
         yield RequestOutput("r", "p", [1], None, [CompletionOutput(0, "ab", [5])])

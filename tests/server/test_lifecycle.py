@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from engine import SamplingParams
+from hearth import SamplingParams
 from tests.server.conftest import start_server
 
 
@@ -129,7 +129,7 @@ def test_loading_server_answers_503(route, tmp_path):
     """Before the model is loaded, generation routes and /health say 503."""
     from fastapi.testclient import TestClient
 
-    from server.app import ServerConfig, create_app
+    from hearth.server.app import ServerConfig, create_app
 
     gate = __import__("threading").Event()
 

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from engine import SamplingParams
+from hearth import SamplingParams
 from tests.server.conftest import API_KEY
 
 

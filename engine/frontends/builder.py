@@ -10,20 +10,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.backend import get_backend
-from engine.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig, normalize_dtype
-from engine.core import EngineCore
-from engine.model.llama import LlamaForCausalLM
-from engine.model.loader import Checkpoint
-from engine.model_runner import ModelRunner
-from engine.quant import check_format
-from engine.tokenizer import Tokenizer
+from hearth.engine.backend import get_backend
+from hearth.engine.model.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig, normalize_dtype
+from hearth.engine.core.engine_core import EngineCore
+from hearth.engine.model.llama import LlamaForCausalLM
+from hearth.engine.model.loader import Checkpoint
+from hearth.engine.backend.runner import ModelRunner
+from hearth.engine.model.quant import check_format
+from hearth.engine.tokenization.tokenizer import Tokenizer
 
 log = logging.getLogger("hearth")
 
 DEFAULT_KV_CACHE_BYTES = 2 << 30
-# the small trained model shipped inside the package (scripts/train_default_model.py makes it)
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+# the small trained model shipped inside the package, hearth/engine/default_model
+# (scripts/train_default_model.py makes it)
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "default_model"
 # generation_config.json keys that become default SamplingParams values
 _GENERATION_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
                     "min_p": "min_p", "repetition_penalty": "repetition_penalty",
@@ -129,7 +130,7 @@ class _Opened:
 def _open_model(model: str | Path | None) -> _Opened:
     path = resolve_model_dir(model)
     if path.is_file():  # a GGUF file
-        from engine.gguf import load_gguf
+        from hearth.engine.gguf import load_gguf
 
         g = load_gguf(path)
         return _Opened(path, g.config, g.tokenizer, g.checkpoint, dict(g.generation_defaults),
@@ -163,7 +164,7 @@ def build_engine(model: str | Path | None, *, device: str = "cpu", dtype: str | 
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if device == "cuda" and cuda_device is None:
-        from engine.backend.cuda_device import open_device
+        from hearth.engine.backend.cuda.device import open_device
 
         cuda_device = open_device()  # fails clearly, before any loading, without a usable GPU
     opened = _open_model(model)
@@ -175,7 +176,7 @@ def build_engine(model: str | Path | None, *, device: str = "cpu", dtype: str | 
         (tokenizer.eos_token_id,) if tokenizer.eos_token_id is not None else ())))
     weight_dtype = normalize_dtype(dtype)
     if device == "cuda":
-        from engine.backend.cuda import compute_dtype_for
+        from hearth.engine.backend.cuda.backend import compute_dtype_for
 
         weight_dtype = compute_dtype_for(weight_dtype, mc.torch_dtype)
     backend = get_backend(device, weight_dtype, cuda_device)
@@ -209,7 +210,7 @@ def build_engine(model: str | Path | None, *, device: str = "cpu", dtype: str | 
                  "as stored" if quantization is None else f"quantized on load; output head {net.HEAD_FORMAT}, "
                  "embedding as stored")
     if device == "cuda":
-        from engine.cuda_runner import CUDAModelRunner
+        from hearth.engine.backend.cuda.runner import CUDAModelRunner
 
         runner: ModelRunner = CUDAModelRunner(config, backend, net, use_cuda_graphs=not enforce_eager)
     else:
@@ -227,7 +228,7 @@ def _load_model(mc: ModelConfig, backend, opened: _Opened, weight_dtype: str | N
 def _gpu_kv_blocks(backend, net: LlamaForCausalLM, mc: ModelConfig, block_size: int, max_num_batched_tokens: int,
                    max_num_seqs: int, fraction: float) -> int:
     """KV blocks that fit beside the weights and the peak of the largest step."""
-    from engine.cuda_runner import device_summary, kv_blocks_for_memory, profile_used_bytes
+    from hearth.engine.backend.cuda.runner import device_summary, kv_blocks_for_memory, profile_used_bytes
 
     used, total = profile_used_bytes(backend, net, max_num_batched_tokens, max_num_seqs, block_size)
     per_block = mc.num_hidden_layers * backend.kv_block_bytes(block_size, mc.num_key_value_heads, mc.head_dim)

@@ -1,6 +1,10 @@
-"""`hearth` command line: `hearth serve [MODEL]` runs the OpenAI-compatible HTTP server;
-`hearth generate [MODEL] PROMPT` streams a completion to stdout; `hearth convert MODEL_DIR OUT.gguf`
-writes a Hugging Face model as a GGUF file."""
+"""The `hearth` command: parses the command line and dispatches to the part that does the work.
+
+`hearth serve [MODEL]` runs the OpenAI-compatible HTTP server (hearth.server); `hearth generate
+[MODEL] PROMPT` streams a completion to stdout (hearth.LLM); `hearth convert MODEL_DIR OUT.gguf`
+writes a Hugging Face model as a GGUF file (hearth.engine.gguf); `hearth bench ...` runs the
+benchmark suite (hearth.benchmarks). It sits above all of them, so none of them imports another
+for the command line's sake; each is imported only when its subcommand runs."""
 
 from __future__ import annotations
 
@@ -131,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_bench(bench_args: list[str]) -> int:
     try:
-        from benchmarks.cli import main as bench_main
+        from hearth.benchmarks.cli import main as bench_main
     except ImportError as e:
         raise ValueError(f"the benchmark suite is not installed ({e}); install hearth with its bench extra: "
                          "pip install 'hearth[bench]'") from None
@@ -139,7 +143,7 @@ def _run_bench(bench_args: list[str]) -> int:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from engine.gguf import convert_to_gguf
+    from hearth.engine.gguf import convert_to_gguf
 
     if not args.out.lower().endswith(".gguf"):
         raise ValueError(f"the output file must end in .gguf, got {args.out!r}")
@@ -149,7 +153,7 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from engine import LLM
+    from hearth import LLM
 
     if len(args.model_and_prompt) > 2:
         raise ValueError(f"generate takes [MODEL] PROMPT, got {len(args.model_and_prompt)} arguments; "
@@ -179,7 +183,7 @@ def _api_keys(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from server.http import serve
+    from hearth.server.http import serve
 
     for name in ("port", "max_queued_requests", "max_request_bytes"):
         value = getattr(args, name)

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.model.llama import ForwardBatch
-from engine.model_runner import StepInputs
+from hearth.engine.model.llama import ForwardBatch
+from hearth.engine.backend.runner import StepInputs
 
 log = logging.getLogger("hearth")
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from engine.config import SchedulerConfig
-from engine.kv_cache import KVCacheManager
-from engine.outputs import ScheduledRequest, SchedulerOutput
-from engine.request import Request, RequestStatus
+from hearth.engine.model.config import SchedulerConfig
+from hearth.engine.core.kv_cache import KVCacheManager
+from hearth.engine.core.outputs import ScheduledRequest, SchedulerOutput
+from hearth.engine.core.request import Request, RequestStatus
 
 
 class Scheduler:

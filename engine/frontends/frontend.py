@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from engine.builder import build_engine
-from engine.config import EngineConfig
-from engine.core import EngineCore
-from engine.output_processor import RequestState
-from engine.sampling_params import SamplingParams
-from engine.tokenizer import Tokenizer
+from hearth.engine.frontends.builder import build_engine
+from hearth.engine.model.config import EngineConfig
+from hearth.engine.core.engine_core import EngineCore
+from hearth.engine.frontends.output_processor import RequestState
+from hearth.engine.core.sampling_params import SamplingParams
+from hearth.engine.tokenization.tokenizer import Tokenizer
 
 Prompt = str | list[int] | dict[str, Any]
 

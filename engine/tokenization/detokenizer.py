@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # engine.tokenizer re-exports this module, so import it for typing only
-    from engine.tokenizer import Tokenizer
+from typing import Protocol
 
 # Prompt tokens kept as decoding context when prompt ids are given (vLLM uses the same 5): enough
 # for the decoder to see the word boundary before the first generated token.
 _NUM_CONTEXT_TOKENS = 5
 _REPLACEMENT_CHAR = "\ufffd"
+
+
+class TokenDecoder(Protocol):
+    """What the detokenizer needs of a tokenizer (`hearth.engine.tokenization.tokenizer.Tokenizer`
+    has it); a protocol, so that this module depends on no tokenizer implementation."""
+
+    @property
+    def all_special_ids(self) -> Sequence[int]: ...
+
+    @property
+    def byte_fallback_ids(self) -> frozenset[int]: ...
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = ...) -> str: ...
 
 
 class IncrementalDetokenizer:
@@ -38,7 +48,7 @@ class IncrementalDetokenizer:
 
     def __init__(
         self,
-        tokenizer: Tokenizer,
+        tokenizer: TokenDecoder,
         prompt_ids: Sequence[int] | None = None,
         skip_special_tokens: bool = True,
     ) -> None:

@@ -3,7 +3,7 @@
 `Tokenizer` wraps a `tokenizers.Tokenizer` loaded from ``tokenizer.json`` and reproduces what
 transformers' ``AutoTokenizer`` does on top of it (see `Tokenizer.from_pretrained`), plus chat
 templates rendered with jinja2 the way ``apply_chat_template`` renders them. Streaming text out
-of generated ids is `engine.detokenizer.IncrementalDetokenizer`.
+of generated ids is `hearth.engine.tokenization.detokenizer.IncrementalDetokenizer`.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import jinja2
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as BackendTokenizer
 
-from engine.chat_template import compile_template, plain, validate_messages
+from hearth.engine.tokenization.chat_template import compile_template, plain, validate_messages
 
 # transformers' SPECIAL_TOKENS_ATTRIBUTES: the named special tokens a chat template can see.
 _NAMED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
-__all__ = ["IncrementalDetokenizer", "Tokenizer"]
+__all__ = ["Tokenizer"]
 
 
 class Tokenizer:
@@ -297,7 +297,3 @@ def _find_byte_fallback_ids(backend: BackendTokenizer) -> frozenset[int]:
     ids = (backend.token_to_id(p) for p in (*pieces, *pieces_lower))
     return frozenset(i for i in ids if i is not None)
 
-
-# Re-exported so callers find the whole text layer in one place; imported last because
-# engine.detokenizer refers back to Tokenizer (for typing only).
-from engine.detokenizer import IncrementalDetokenizer  # noqa: E402

@@ -1,7 +1,7 @@
 """The model runner on a GPU: KV cache sized from free memory, decode steps replayed as CUDA
 graphs, logits kept on the device and sampled there.
 
-Start-up order (engine.builder): load the weights, run the largest step the scheduler can ask for
+Start-up order (hearth.engine.frontends.builder): load the weights, run the largest step the scheduler can ask for
 once (`profile_used_bytes`) so CuPy's pool holds its peak, size the KV cache to what is left of
 `gpu_memory_fraction` of the device (`kv_blocks_for_memory`), allocate it, then capture the decode
 graphs. A step then costs one small upload of its inputs, the replay (or the eager forward of a
@@ -15,16 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from engine.backend.cuda import CUDABackend
-from engine.config import EngineConfig
-from engine.cuda_graphs import DecodeGraphs, graph_batch_sizes
-from engine.device_sampler import DeviceSampler
-from engine.model.llama import ForwardBatch, LlamaForCausalLM
-from engine.model_runner import ModelRunner, build_step_inputs, request_logits
-from engine.outputs import SchedulerOutput
-from engine.request import Request
-from engine.sampler import Sampler, TokenLogprobs
-from kernels.numba.sampling import sample
+from hearth.engine.backend.cuda.backend import CUDABackend
+from hearth.engine.model.config import EngineConfig
+from hearth.engine.backend.cuda.graphs import DecodeGraphs, graph_batch_sizes
+from hearth.engine.backend.cuda.sampler import DeviceSampler
+from hearth.engine.model.llama import ForwardBatch, LlamaForCausalLM
+from hearth.engine.backend.runner import ModelRunner, build_step_inputs, request_logits
+from hearth.engine.core.outputs import SchedulerOutput
+from hearth.engine.core.request import Request
+from hearth.engine.core.sampler import Sampler, TokenLogprobs
+from hearth.kernels.numba.sampling import sample
 
 log = logging.getLogger("hearth")
 

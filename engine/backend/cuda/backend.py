@@ -1,10 +1,10 @@
 """CUDA backend: weights, KV cache and activations in GPU memory (CuPy arrays), ops from the Triton
-kernels in kernels.triton and cuBLAS through CuPy.
+kernels in hearth.kernels.triton and cuBLAS through CuPy.
 
 Activations and the KV cache are in one compute dtype (bf16, fp16 or fp32) with fp32 accumulation
 inside every kernel; norm weights and biases stay fp32; logits are returned in fp32. Matrices are
 in the compute dtype, or q8_0 / q4_0 repacked at load into the layout the quantized matmul reads
-(`kernels.triton.quant_pack`, the same numbers as the GGUF blocks).
+(`hearth.kernels.triton.quant_pack`, the same numbers as the GGUF blocks).
 """
 
 from __future__ import annotations
@@ -13,18 +13,18 @@ from typing import Any
 
 import numpy as np
 
-import kernels.cpu as K
-from engine.backend.base import Array, Backend
-from engine.quant import QuantizedMatrix, check_format
-from kernels.triton.decode_attention import decode_attention
-from kernels.triton.dense_matmul import linear as dense_linear
-from kernels.triton.embedding import embedding
-from kernels.triton.prefill_attention import prefill_attention
-from kernels.triton.quant_matmul import quant_linear
-from kernels.triton.quant_pack import PackedWeight, repack, unpack
-from kernels.triton.rms_norm import add_rms_norm, rms_norm
-from kernels.triton.rope_cache import rope_and_cache
-from kernels.triton.silu_and_mul import silu_and_mul
+import hearth.kernels.cpu as K
+from hearth.engine.backend.base import Array, Backend
+from hearth.engine.model.quant import QuantizedMatrix, check_format
+from hearth.kernels.triton.decode_attention import decode_attention
+from hearth.kernels.triton.dense_matmul import linear as dense_linear
+from hearth.kernels.triton.embedding import embedding
+from hearth.kernels.triton.prefill_attention import prefill_attention
+from hearth.kernels.triton.quant_matmul import quant_linear
+from hearth.kernels.triton.quant_pack import PackedWeight, repack, unpack
+from hearth.kernels.triton.rms_norm import add_rms_norm, rms_norm
+from hearth.kernels.triton.rope_cache import rope_and_cache
+from hearth.kernels.triton.silu_and_mul import silu_and_mul
 
 COMPUTE_DTYPES = ("bfloat16", "float16", "float32")
 
@@ -45,7 +45,7 @@ def compute_dtype_for(requested: str | None, stored: str | None) -> str:
 
 
 class CUDABackend(Backend):
-    """The op interface on one GPU. `device` owns memory and the stream (engine.backend.cuda_device)."""
+    """The op interface on one GPU. `device` owns memory and the stream (hearth.engine.backend.cuda.device)."""
 
     name = "cuda"
 

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.sampling_params import SamplingParams
+from hearth.engine.core.sampling_params import SamplingParams
 
 
 class RequestStatus(enum.Enum):

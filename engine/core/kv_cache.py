@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.config import blocks_needed
+from hearth.engine.model.config import blocks_needed
 
 _ROOT_HASH = b"hearth-prefix-root"
 

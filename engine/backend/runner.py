@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from engine.backend.base import Backend
-from engine.config import EngineConfig
-from engine.model.llama import ForwardBatch, LlamaForCausalLM, host_logits
-from engine.outputs import SchedulerOutput
-from engine.request import Request
-from engine.sampler import Sampler, TokenLogprobs
+from hearth.engine.backend.base import Backend
+from hearth.engine.model.config import EngineConfig
+from hearth.engine.model.llama import ForwardBatch, LlamaForCausalLM, host_logits
+from hearth.engine.core.outputs import SchedulerOutput
+from hearth.engine.core.request import Request
+from hearth.engine.core.sampler import Sampler, TokenLogprobs
 
 
 @dataclass

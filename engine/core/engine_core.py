@@ -7,14 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from engine.config import EngineConfig
-from engine.kv_cache import KVCacheManager
-from engine.model_runner import ModelRunner
-from engine.outputs import SchedulerOutput
-from engine.request import Request
-from engine.sampler import Sampler, TokenLogprobs, gather_logprobs
-from engine.sampling_params import SamplingParams
-from engine.scheduler import Scheduler
+from hearth.engine.model.config import EngineConfig
+from hearth.engine.core.kv_cache import KVCacheManager
+from hearth.engine.backend.runner import ModelRunner
+from hearth.engine.core.outputs import SchedulerOutput
+from hearth.engine.core.request import Request
+from hearth.engine.core.sampler import Sampler, TokenLogprobs, gather_logprobs
+from hearth.engine.core.sampling_params import SamplingParams
+from hearth.engine.core.scheduler import Scheduler
 
 
 @dataclass

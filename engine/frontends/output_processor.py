@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from engine.core import StepEvent
-from engine.outputs import CompletionOutput, Logprob, PositionLogprobs, RequestMetrics, RequestOutput
-from engine.sampler import TokenLogprobs
-from engine.sampling_params import SamplingParams
-from engine.tokenizer import IncrementalDetokenizer, Tokenizer
+from hearth.engine.core.engine_core import StepEvent
+from hearth.engine.core.outputs import CompletionOutput, Logprob, PositionLogprobs, RequestMetrics, RequestOutput
+from hearth.engine.core.sampler import TokenLogprobs
+from hearth.engine.core.sampling_params import SamplingParams
+from hearth.engine.tokenization.detokenizer import IncrementalDetokenizer
+from hearth.engine.tokenization.tokenizer import Tokenizer
 
 
 def to_position_logprobs(lp: TokenLogprobs, decode) -> PositionLogprobs:

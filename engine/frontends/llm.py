@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from engine.core import EngineStats
-from engine.frontend import EngineFrontend, Prompt
-from engine.outputs import RequestOutput
-from engine.output_processor import RequestState
-from engine.sampling_params import SamplingParams
+from hearth.engine.core.engine_core import EngineStats
+from hearth.engine.frontends.frontend import EngineFrontend, Prompt
+from hearth.engine.core.outputs import RequestOutput
+from hearth.engine.frontends.output_processor import RequestState
+from hearth.engine.core.sampling_params import SamplingParams
 
 
 class LLM:

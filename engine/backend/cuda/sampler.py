@@ -1,7 +1,7 @@
 """Sampling next to the logits on the GPU, for the CUDA backend.
 
 The logits of a step stay in GPU memory. Requests whose parameters the GPU sampler
-(kernels.numba.sampling) covers are sampled there, and only their token ids come back (plus
+(hearth.kernels.numba.sampling) covers are sampled there, and only their token ids come back (plus
 log-probs when asked for): one small copy per step instead of [rows, vocab] floats. A request that
 needs the host sampler's extras (repetition/frequency/presence penalties, a logit bias, EOS banned
 until min_tokens) has just its own row copied back and sampled on the host.
@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.request import Request
-from engine.sampler import Sampler, TokenLogprobs, banned_ids
-from kernels.numba.sampling import sample
+from hearth.engine.core.request import Request
+from hearth.engine.core.sampler import Sampler, TokenLogprobs, banned_ids
+from hearth.kernels.numba.sampling import sample
 
 
 def runs_on_device(req: Request) -> bool:

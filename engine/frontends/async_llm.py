@@ -18,10 +18,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from engine.core import EngineStats
-from engine.frontend import EngineFrontend, Prompt
-from engine.outputs import RequestOutput
-from engine.sampling_params import SamplingParams
+from hearth.engine.core.engine_core import EngineStats
+from hearth.engine.frontends.frontend import EngineFrontend, Prompt
+from hearth.engine.core.outputs import RequestOutput
+from hearth.engine.core.sampling_params import SamplingParams
 
 log = logging.getLogger("hearth")
 

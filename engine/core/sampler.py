@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.request import Request
-from engine.sampling_params import SamplingParams
+from hearth.engine.core.request import Request
+from hearth.engine.core.sampling_params import SamplingParams
 
 # top-p first looks for the nucleus among this many best tokens before sorting the vocabulary
 _NUCLEUS_PROBE = 1024

@@ -1,1 +1,0 @@
-"""hearth's command line and (later) HTTP front-ends."""
