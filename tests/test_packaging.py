@@ -64,6 +64,11 @@ def wheel(tmp_path_factory) -> Path:
     return path
 
 
+def _is_ours(path: str) -> bool:
+    """Whether a module file is one of the repository's own folders (CI's venv may sit inside it)."""
+    return Path(path).resolve().is_relative_to(ROOT / "kernels")
+
+
 def _venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
@@ -103,7 +108,7 @@ def test_installed_hearth_beside_transformers_and_hf_kernels(installed, where, t
     cwd = ROOT if where == "repository root" else tmp_path
     proc = _run([str(_venv_python(installed)), "-c", BOTH_IN_ONE_PROCESS], cwd=cwd)
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert not seen["kernels"].startswith(str(ROOT)), seen
+    assert not _is_ours(seen["kernels"]) and "site-packages" in seen["kernels"], seen
     assert int(seen["transformers"].split(".")[0]) >= 5, seen  # the release that brought HF's kernels
     assert seen["hearth"].startswith(str(installed)) and seen["ext"].startswith(str(installed)), seen
     cli = _run([str(installed / "bin" / "hearth"), "generate", "def f(x):", "--max-tokens", "4",
@@ -116,7 +121,7 @@ def test_editable_checkout_beside_transformers_and_hf_kernels():
     # layout fixes was `ImportError: cannot import name 'CUDAProperties' from 'kernels'`
     proc = _run([sys.executable, "-c", BOTH_IN_ONE_PROCESS], cwd=ROOT)
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert not seen["kernels"].startswith(str(ROOT)), seen
+    assert not _is_ours(seen["kernels"]) and "site-packages" in seen["kernels"], seen
 
 
 @pytest.mark.slow
