@@ -33,6 +33,7 @@ _EXPORTS = {
     "SamplingParams": "hearth.engine.core.sampling_params",
     "RequestOutput": "hearth.engine.core.outputs",
     "RequestMetrics": "hearth.engine.core.outputs",
+    "RequestError": "hearth.engine.core.outputs",
     "CompletionOutput": "hearth.engine.core.outputs",
     "Logprob": "hearth.engine.core.outputs",
 }
@@ -42,7 +43,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from hearth.engine.core.engine_core import EngineStats
-    from hearth.engine.core.outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
+    from hearth.engine.core.outputs import CompletionOutput, Logprob, RequestError, RequestMetrics, RequestOutput
     from hearth.engine.core.sampling_params import SamplingParams
     from hearth.engine.frontends.async_llm import AsyncLLM, EngineDeadError
     from hearth.engine.frontends.frontend import ContextLengthError

@@ -1,6 +1,6 @@
 """The `hearth` command: parses the command line and dispatches to the part that does the work.
 
-`hearth serve [MODEL]` runs the OpenAI-compatible HTTP server (hearth.server); `hearth generate
+`hearth serve [MODEL]` (hearth.cli_serve) runs the OpenAI-compatible HTTP server (hearth.server); `hearth generate
 [MODEL] PROMPT` streams a completion to stdout (hearth.LLM); `hearth convert MODEL_DIR OUT.gguf`
 writes a Hugging Face model as a GGUF file (hearth.engine.gguf); `hearth bench ...` runs the
 benchmark suite (hearth.benchmarks). It sits above all of them, so none of them imports another
@@ -10,12 +10,37 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
-# kept here (not imported from the engine) so that `hearth --help` stays instant
-QUANTIZATIONS = ("q8_0", "q4_0")
+from hearth.cli_engine import add_engine_args, engine_kwargs
+from hearth.cli_serve import add_serve_parser, run_serve
+
 CONVERT_TYPES = ("q8_0", "q4_0", "f16", "bf16", "f32")
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", "'": "'", '"': '"'}
+
+
+def unescape(text: str) -> str:
+    """C-style escapes in a command-line string (what llama.cpp's CLIs accept): \\n, \\t, \\r,
+    \\0, \\\\, quotes, \\xHH and \\uXXXX; any other backslash stays as it is."""
+    out, i = [], 0
+    while i < len(text):
+        ch = text[i]
+        nxt = text[i + 1] if i + 1 < len(text) else ""
+        width = {"x": 2, "u": 4}.get(nxt, 0)
+        digits = text[i + 2:i + 2 + width]
+        if ch == "\\" and nxt in _ESCAPES:
+            out.append(_ESCAPES[nxt])
+            i += 2
+        elif (ch == "\\" and width and len(digits) == width and all(c in "0123456789abcdefABCDEF" for c in digits)
+              and not 0xD800 <= int(digits, 16) <= 0xDFFF):  # a lone surrogate is not text
+            out.append(chr(int(digits, 16)))
+            i += 2 + width
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
 
 
 def _generate_parser(sub) -> None:
@@ -33,72 +58,9 @@ def _generate_parser(sub) -> None:
     p.add_argument("--min-p", type=float, default=None, help="drop tokens below min_p x the top probability")
     p.add_argument("--repetition-penalty", type=float, default=None, help="> 1 discourages repeats")
     p.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
-    p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    p.add_argument("--stop", action="append", default=None,
+                   help="stop string (repeatable); backslash escapes as in C: \\n, \\t, \\\\, \\uXXXX")
     p.add_argument("--chat", action="store_true", help="wrap PROMPT as a user message in the chat template")
-    add_engine_args(p)
-
-
-def add_engine_args(p: argparse.ArgumentParser) -> None:
-    """Flags that size the engine: weights, context, KV cache and batching."""
-    g = p.add_argument_group("engine")
-    g.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
-                   help="cpu (default), or cuda: weights, KV cache and activations on the GPU "
-                        "(needs pip install 'hearth[gpu]' and a CUDA GPU)")
-    g.add_argument("--dtype", default=None,
-                   help="weight dtype in memory: bfloat16 or float32 (default: as stored); on cuda also "
-                        "float16, and the compute dtype (default: the checkpoint's 16-bit dtype, else bfloat16)")
-    g.add_argument("--quantization", default=None, choices=QUANTIZATIONS, type=str.lower,
-                   help="quantize the weight matrices on load: q8_0 (8-bit, near-lossless, ~half of bf16's "
-                        "memory) or q4_0 (4-bit, ~quarter, less accurate); the same block formats as GGUF. "
-                        "Default: as stored (a quantized .gguf file runs in its own format)")
-    g.add_argument("--max-model-len", type=int, default=None, help="cap on prompt + output tokens")
-    g.add_argument("--kv-cache-memory", type=int, default=None,
-                   help="KV cache budget in bytes (default 2 GiB on cpu; on cuda, what --gpu-memory-fraction "
-                        "leaves); its capacity in tokens is logged at start-up")
-    g.add_argument("--gpu-memory-fraction", type=float, default=0.9,
-                   help="cuda: share of the GPU's memory hearth may use; the KV cache gets what the weights "
-                        "and the peak of a warm-up step leave of it (default 0.9)")
-    g.add_argument("--enforce-eager", action="store_true",
-                   help="cuda: run decode steps kernel by kernel instead of replaying CUDA graphs "
-                        "(slower; faster start-up)")
-    g.add_argument("--num-kv-blocks", type=int, default=None, help="KV cache size in blocks (instead of bytes)")
-    g.add_argument("--block-size", type=int, default=16, help="tokens per KV block (default 16)")
-    g.add_argument("--max-num-seqs", type=int, default=64, help="most sequences in one step (default 64)")
-    g.add_argument("--max-num-batched-tokens", type=int, default=2048,
-                   help="token budget of one step; longer prompts are prefilled in chunks (default 2048)")
-    g.add_argument("--no-prefix-caching", action="store_true", help="do not reuse the KV of shared prompt prefixes")
-
-
-def engine_kwargs(args: argparse.Namespace) -> dict:
-    """LLM / AsyncLLM keyword arguments from the engine flags."""
-    return {"dtype": args.dtype, "quantization": args.quantization, "max_model_len": args.max_model_len,
-            "kv_cache_memory": args.kv_cache_memory, "num_kv_blocks": args.num_kv_blocks, "block_size": args.block_size, "max_num_seqs": args.max_num_seqs,
-            "max_num_batched_tokens": args.max_num_batched_tokens,
-            "enable_prefix_caching": not args.no_prefix_caching, "device": args.device,
-            "gpu_memory_fraction": args.gpu_memory_fraction, "enforce_eager": args.enforce_eager}
-
-
-def _serve_parser(sub) -> None:
-    p = sub.add_parser("serve", help="serve the OpenAI API (completions, chat, SSE streaming) over HTTP",
-                       description="Serve MODEL (default: the bundled Python-code model) with an "
-                                   "OpenAI-compatible HTTP API. Docs at /docs once it is up.")
-    p.add_argument("model", nargs="?", default=None,
-                   help="Hugging Face model directory or .gguf file (default: the bundled model)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    p.add_argument("--api-key", action="append", default=None,
-                   help="accepted API key (repeatable); also read from HEARTH_API_KEY (comma-separated). "
-                        "Without any key the server is open")
-    p.add_argument("--served-model-name", default=None, help="model id clients send (default: the model directory name)")
-    p.add_argument("--max-queued-requests", type=int, default=256,
-                   help="requests allowed to wait beyond --max-num-seqs before answering 429 (default 256)")
-    p.add_argument("--max-request-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
-    p.add_argument("--shutdown-timeout", type=float, default=30.0,
-                   help="on SIGTERM, seconds to let requests in flight finish (default 30)")
-    p.add_argument("--seed", type=int, default=None, help="seed for requests that carry none")
-    p.add_argument("--stream-interval", type=int, default=1,
-                   help="after the first token, stream every N tokens rather than every token: fewer SSE "
-                        "events, less server CPU per token (default 1)")
     add_engine_args(p)
 
 
@@ -126,7 +88,7 @@ def _bench_parser(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hearth", description="hearth: LLM inference without PyTorch")
     sub = parser.add_subparsers(dest="command", required=True)
-    _serve_parser(sub)
+    add_serve_parser(sub)
     _generate_parser(sub)
     _convert_parser(sub)
     _bench_parser(sub)
@@ -163,7 +125,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {
         "max_tokens": args.max_tokens, "temperature": args.temperature, "top_k": args.top_k,
         "top_p": args.top_p, "min_p": args.min_p, "repetition_penalty": args.repetition_penalty,
-        "seed": args.seed, "stop": args.stop}.items() if v is not None}
+        "seed": args.seed, "stop": [unescape(x) for x in args.stop] if args.stop else None}.items() if v is not None}
     params = llm.get_default_sampling_params().clone(**overrides)
     prompt = args.prompt
     if args.chat:
@@ -174,28 +136,6 @@ def _run_generate(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     sys.stdout.write("\n")
     return 0
-
-
-def _api_keys(args: argparse.Namespace) -> tuple[str, ...]:
-    keys = list(args.api_key or [])
-    keys += [k.strip() for k in os.environ.get("HEARTH_API_KEY", "").split(",") if k.strip()]
-    return tuple(dict.fromkeys(keys))
-
-
-def _run_serve(args: argparse.Namespace) -> int:
-    from hearth.server.http import serve
-
-    for name in ("port", "max_queued_requests", "max_request_bytes"):
-        value = getattr(args, name)
-        if value is None or value < 0 or (name != "max_queued_requests" and value == 0):
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-    if args.shutdown_timeout < 0:
-        raise ValueError(f"--shutdown-timeout must be >= 0, got {args.shutdown_timeout}")
-    return serve(args.model, host=args.host, port=args.port, api_keys=_api_keys(args),
-                 served_model_name=args.served_model_name, max_queued_requests=args.max_queued_requests,
-                 max_request_bytes=args.max_request_bytes, shutdown_timeout=args.shutdown_timeout,
-                 engine_kwargs={**engine_kwargs(args),
-                                "seed": args.seed, "stream_interval": args.stream_interval})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "generate":
             return _run_generate(args)
         if args.command == "serve":
-            return _run_serve(args)
+            return run_serve(args)
         if args.command == "convert":
             return _run_convert(args)
     except ValueError as e:

@@ -4,13 +4,29 @@ server does not implement learns so from a 400 that names it."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from hearth import SamplingParams
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 1.0 as an integer: accept it as 1 (strict mode would not)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def integer(**bounds: int) -> Any:
+    """An integer field type with bounds that the OpenAPI document shows (minimum/maximum)."""
+    return Annotated[int, Field(**bounds), BeforeValidator(_integral)]
+
+
+Int = integer()
+TokenId = integer(ge=0)
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+TOKEN_ID_KEY = r"^(0|[1-9][0-9]*)$"  # a token id written as a JSON object key
 
 
 class StreamOptions(BaseModel):
@@ -26,29 +42,25 @@ class _SamplingFields(BaseModel):
     model: str | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=-1)
+    top_k: integer(ge=-1) | None = None
     min_p: float | None = Field(None, ge=0, le=1)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     repetition_penalty: float | None = Field(None, gt=0, le=10)
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    stop_token_ids: list[int] | None = None
-    n: int = Field(1, ge=1, le=16)
-    logit_bias: dict[str, float] | None = None
+    seed: Int | None = None
+    stop: NonEmptyStr | list[NonEmptyStr] | None = None
+    stop_token_ids: list[TokenId] | None = None
+    n: integer(ge=1, le=128) = 1  # OpenAI's cap; the admission limit may allow fewer
+    # keys are token ids written as strings (the schema's key pattern is narrowed to the vocabulary)
+    logit_bias: dict[Annotated[str, Field(pattern=TOKEN_ID_KEY)], Annotated[float, Field(ge=-100, le=100)]] | None = None
     ignore_eos: bool = False
-    min_tokens: int = Field(0, ge=0)
+    # beyond max_tokens it cannot matter (generation stops there anyway): capped, not refused
+    min_tokens: integer(ge=0) = 0
     include_stop_str_in_output: bool = False
     skip_special_tokens: bool = True
     user: str | None = None
     stream: bool = False
-    stream_options: StreamOptions | None = None
-
-    @model_validator(mode="after")
-    def _stream_options_need_stream(self):
-        if self.stream_options is not None and not self.stream:
-            raise ValueError("stream_options is only allowed when stream is true")
-        return self
+    stream_options: StreamOptions | None = None   # only read by streams; ignored otherwise
 
     def sampling_params(self, defaults: SamplingParams, max_tokens: int | None, logprobs: int | None,
                         prompt_logprobs: int | None = None) -> SamplingParams:
@@ -63,9 +75,10 @@ class _SamplingFields(BaseModel):
                 bias = {int(k): float(v) for k, v in self.logit_bias.items()}
             except ValueError:
                 raise ValueError("logit_bias keys must be token ids (integers as strings)") from None
+        min_tokens = self.min_tokens if max_tokens is None else min(self.min_tokens, max_tokens)
         changes.update(
             max_tokens=max_tokens, n=self.n, seed=self.seed, stop=self.stop, stop_token_ids=self.stop_token_ids,
-            ignore_eos=self.ignore_eos, min_tokens=self.min_tokens, logit_bias=bias, logprobs=logprobs,
+            ignore_eos=self.ignore_eos, min_tokens=min_tokens, logit_bias=bias, logprobs=logprobs,
             prompt_logprobs=prompt_logprobs, include_stop_str_in_output=self.include_stop_str_in_output,
             skip_special_tokens=self.skip_special_tokens)
         return defaults.clone(**changes)
@@ -74,16 +87,12 @@ class _SamplingFields(BaseModel):
 class CompletionRequest(_SamplingFields):
     """POST /v1/completions."""
 
-    prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = Field(16, ge=1)
-    logprobs: int | None = Field(None, ge=0, le=20)
+    prompt: (NonEmptyStr | Annotated[list[NonEmptyStr], Field(min_length=1)]
+             | Annotated[list[TokenId], Field(min_length=1)]
+             | Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1)])
+    max_tokens: integer(ge=1) | None = 16
+    logprobs: integer(ge=0, le=20) | None = None
     echo: bool = False
-
-    @model_validator(mode="after")
-    def _prompt_not_empty(self):
-        if isinstance(self.prompt, list) and not self.prompt:
-            raise ValueError("prompt must not be an empty list")
-        return self
 
 
 class TextPart(BaseModel):
@@ -112,38 +121,37 @@ class ChatCompletionRequest(_SamplingFields):
     """POST /v1/chat/completions."""
 
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: integer(ge=1) | None = None
+    max_completion_tokens: integer(ge=1) | None = None
     logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    # without logprobs it is ignored: no log-probs are returned, so it cannot change the answer
+    top_logprobs: integer(ge=0, le=20) | None = None
     add_generation_prompt: bool = True
-
-    @model_validator(mode="after")
-    def _top_logprobs_need_logprobs(self):
-        if self.top_logprobs is not None and not self.logprobs:
-            raise ValueError("top_logprobs requires logprobs to be true")
-        return self
 
     @property
     def output_limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
-class TokenizeRequest(BaseModel):
-    """POST /tokenize: a prompt, or chat messages rendered with the chat template."""
+class TokenizePrompt(BaseModel):
+    """POST /tokenize with a prompt."""
 
     model_config = _STRICT
     model: str | None = None
-    prompt: str | None = None
-    messages: list[ChatMessage] | None = None
+    prompt: str
     add_special_tokens: bool = True
+
+
+class TokenizeChat(BaseModel):
+    """POST /tokenize with chat messages, rendered with the chat template."""
+
+    model_config = _STRICT
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
     add_generation_prompt: bool = True
 
-    @model_validator(mode="after")
-    def _one_input(self):
-        if (self.prompt is None) == (self.messages is None):
-            raise ValueError("give exactly one of prompt and messages")
-        return self
+
+TokenizeRequest = TokenizePrompt | TokenizeChat
 
 
 class DetokenizeRequest(BaseModel):
@@ -151,7 +159,7 @@ class DetokenizeRequest(BaseModel):
 
     model_config = _STRICT
     model: str | None = None
-    tokens: list[int]
+    tokens: list[TokenId]
 
 
 class ErrorDetail(BaseModel):
@@ -170,5 +178,19 @@ class ErrorResponse(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": why} for status, why in (
         (400, "invalid request (bad JSON, wrong type, out of range, unknown parameter, context length)"),
-        (401, "missing or invalid API key"), (404, "unknown model"), (413, "request body too large"),
-        (429, "too many requests in flight"), (503, "loading, shutting down or engine stopped"))}
+        (401, "missing or invalid API key"), (404, "unknown model"), (408, "the request body did not arrive in time"),
+        (413, "request body too large"), (429, "the server is at capacity (retry after Retry-After seconds)"),
+        (500, "the engine failed this request (the cause is in the message)"),
+        (503, "loading, shutting down or engine stopped"))}
+
+STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the whole response (JSON), or with `stream: true` server-sent events: one "
+                         "`data: {chunk}` per delta, then `data: [DONE]`",
+          # before OpenAPI 3.2, an event stream's schema describes one event
+          "content": {"text/event-stream": {"schema": {
+              "type": "object", "required": ["data"],
+              "properties": {"data": {"type": "string",
+                                      "description": "a JSON chunk (or error) object, or the final [DONE]"},
+                             "event": {"type": "string"}}}}}},
+    **ERROR_RESPONSES}
+"""The generation routes' responses: JSON, or an event stream when the request asks for one."""

@@ -12,7 +12,7 @@ from hearth.engine.core.kv_cache import KVCacheManager
 from hearth.engine.backend.runner import ModelRunner
 from hearth.engine.core.outputs import SchedulerOutput
 from hearth.engine.core.request import Request
-from hearth.engine.core.sampler import Sampler, TokenLogprobs, gather_logprobs
+from hearth.engine.core.sampler import SampleFailure, Sampler, TokenLogprobs, gather_logprobs
 from hearth.engine.core.sampling_params import SamplingParams
 from hearth.engine.core.scheduler import Scheduler
 
@@ -25,9 +25,10 @@ class StepEvent:
     new_token_ids: list[int] = field(default_factory=list)
     new_logprobs: list[TokenLogprobs] = field(default_factory=list)
     new_prompt_logprobs: list[TokenLogprobs] = field(default_factory=list)
-    finish_reason: str | None = None
+    finish_reason: str | None = None  # "error": handling this request raised, `error` says what
     stop_reason: int | str | None = None
     first_scheduled_time: float | None = None
+    error: str | None = None
 
 
 @dataclass
@@ -75,7 +76,12 @@ class EngineCore:
 
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
                     wants_prompt_logprobs: bool | None = None) -> None:
-        """Queue a request whose prompt has already been validated against the model."""
+        """Queue a request whose prompt and parameters have already been validated against the
+        model (EngineFrontend.tokenize). Prompt ids are checked again here: the model would read
+        a bad one for every request in the batch, not just this one."""
+        vocab = self.config.model.vocab_size
+        if not len(prompt_token_ids) or min(prompt_token_ids) < 0 or max(prompt_token_ids) >= vocab:
+            raise ValueError(f"prompt token ids must be a non-empty list of integers in [0, {vocab})")
         if wants_prompt_logprobs is None:
             wants_prompt_logprobs = params.prompt_logprobs is not None
         # any integer seeds (OpenAI allows negative ones): fold it into numpy's unsigned range
@@ -146,34 +152,50 @@ class EngineCore:
         alive = [s for s in sched.scheduled if s.request_id in requests and not requests[s.request_id].is_finished]
         events = {s.request_id: StepEvent(s.request_id, first_scheduled_time=requests[s.request_id].first_scheduled_time)
                   for s in alive}
-        self._prompt_logprobs(alive, step.logits, requests, events)
+        failed = self._prompt_logprobs(alive, step.logits, requests, events)
         sampled = {}
         for rid, tok, lp in zip(step.todo, tokens, lps):
-            if rid in events:
-                sampled[rid] = tok
-                events[rid].new_token_ids.append(tok)
-                if lp is not None:
-                    events[rid].new_logprobs.append(lp)
+            if rid not in events or rid in failed:
+                continue
+            if isinstance(tok, SampleFailure):
+                failed[rid] = tok.message
+                continue
+            sampled[rid] = tok
+            events[rid].new_token_ids.append(tok)
+            if lp is not None:
+                events[rid].new_logprobs.append(lp)
         self._num_generation_tokens += len(sampled)
-        for req in self.scheduler.update(sched, sampled):
+        # a request whose own handling raised is finished (blocks freed, as by abort) before the
+        # update, which skips it; the others advance as if it had not been there
+        finished = [req for req in (self.scheduler.fail(rid, msg) for rid, msg in failed.items()) if req]
+        for req in finished + self.scheduler.update(sched, sampled):
             ev = events[req.request_id]
-            ev.finish_reason, ev.stop_reason = req.status.value, req.stop_reason
+            ev.finish_reason, ev.stop_reason, ev.error = req.status.value, req.stop_reason, req.error
             self.scheduler.forget(req.request_id)
         return [ev for ev in events.values()
                 if ev.new_token_ids or ev.new_prompt_logprobs or ev.finish_reason]
 
-    def _prompt_logprobs(self, scheduled, logits, requests, events) -> None:
+    def _prompt_logprobs(self, scheduled, logits, requests, events) -> dict[str, str]:
+        """Fill in the events' prompt log-probs; {request id: error} of those where that raised."""
+        failed = {}
         for s in scheduled:
             rows = logits[s.request_id].prompt_rows
             if rows is None:
                 continue
-            req = requests[s.request_id]
-            # row j predicts prompt token s.start + j + 1; skip positions reported before a
-            # preemption made us recompute them
-            first_new = max(0, req.num_prompt_logprobs_done - s.start)
-            if first_new >= len(rows):
-                continue
-            targets = np.asarray(req.prompt_token_ids[s.start + 1 + first_new:s.start + 1 + len(rows)])
-            k = req.sampling_params.prompt_logprobs or 0
-            events[s.request_id].new_prompt_logprobs = gather_logprobs(rows[first_new:], targets, k)
-            req.num_prompt_logprobs_done = s.start + len(rows)
+            try:
+                self._request_prompt_logprobs(s, rows, requests[s.request_id], events)
+            except Exception as exc:  # this request's parameters broke it: it alone fails
+                failed[s.request_id] = f"prompt logprobs failed: {exc!r}"
+        return failed
+
+    @staticmethod
+    def _request_prompt_logprobs(s, rows, req: Request, events) -> None:
+        # row j predicts prompt token s.start + j + 1; skip positions reported before a
+        # preemption made us recompute them
+        first_new = max(0, req.num_prompt_logprobs_done - s.start)
+        if first_new >= len(rows):
+            return
+        targets = np.asarray(req.prompt_token_ids[s.start + 1 + first_new:s.start + 1 + len(rows)])
+        k = req.sampling_params.prompt_logprobs or 0
+        events[s.request_id].new_prompt_logprobs = gather_logprobs(rows[first_new:], targets, k)
+        req.num_prompt_logprobs_done = s.start + len(rows)

@@ -8,6 +8,12 @@ from dataclasses import dataclass, field
 # ---------------------------------------------------------------- caller-facing
 
 
+class RequestError(RuntimeError):
+    """One request failed inside the engine (its sampling, stop check or output handling
+    raised); the engine and every other request carry on. The message names the request."""
+
+
+
 @dataclass(frozen=True)
 class Logprob:
     """Log-probability of one token at one position; rank 1 is the most likely token."""

@@ -59,27 +59,44 @@ def _top_k_ids(row: np.ndarray, k: int) -> np.ndarray:
     return cand[np.argsort(-row[cand], kind="stable")]
 
 
+@dataclass(frozen=True)
+class SampleFailure:
+    """Stands in a row's token when sampling that row raised: the engine fails that request
+    alone with `message` and samples every other row as usual."""
+
+    message: str
+
+
 class Sampler:
     """Chooses the next token of each sequence in a batch."""
 
     def __init__(self, seed: int | None = None) -> None:
         self.rng = np.random.default_rng(seed)
 
-    def sample(self, logits: np.ndarray, requests: list[Request]) -> tuple[list[int], list[TokenLogprobs | None]]:
-        """logits [S, V] float32, one row per request -> chosen ids and (when asked) logprobs."""
+    def sample(self, logits: np.ndarray, requests: list[Request]
+               ) -> tuple[list[int | SampleFailure], list[TokenLogprobs | None]]:
+        """logits [S, V] float32, one row per request -> chosen ids and (when asked) logprobs.
+        A row whose sampling raises gets a SampleFailure instead of a token id."""
         # rows that only need an argmax are done together
         plain = [i for i, r in enumerate(requests) if _is_plain_greedy(r)]
-        plain_rows = logits if len(plain) == len(requests) else logits[plain]  # no copy when all are plain
-        fast = dict(zip(plain, np.argmax(plain_rows, axis=1).tolist())) if plain else {}
-        tokens, logprobs = [], []
+        try:
+            plain_rows = logits if len(plain) == len(requests) else logits[plain]  # no copy when all are plain
+            fast = dict(zip(plain, np.argmax(plain_rows, axis=1).tolist())) if plain else {}
+        except Exception:  # no telling which row broke it: each row goes alone below
+            fast = {}
+        tokens: list[int | SampleFailure] = []
+        logprobs: list[TokenLogprobs | None] = []
         for i, (row, req) in enumerate(zip(logits, requests)):
-            sp = req.sampling_params
-            tok = fast[i] if i in fast else self._sample_row(row, req, sp)
+            # one request's bad parameters must not cost the others their step (a try costs
+            # nothing until it raises)
+            try:
+                sp = req.sampling_params
+                tok = fast[i] if i in fast else self._sample_row(row, req, sp)
+                lp = gather_logprobs(row[None], np.array([tok]), sp.logprobs)[0] if sp.logprobs is not None else None
+            except Exception as exc:
+                tok, lp = SampleFailure(f"sampling failed: {exc!r}"), None
             tokens.append(tok)
-            if sp.logprobs is not None:
-                logprobs.append(gather_logprobs(row[None], np.array([tok]), sp.logprobs)[0])
-            else:
-                logprobs.append(None)
+            logprobs.append(lp)
         return tokens, logprobs
 
     def _sample_row(self, row: np.ndarray, req: Request, sp: SamplingParams) -> int:
@@ -90,12 +107,16 @@ class Sampler:
         if banned:
             x[banned] = -np.inf
         if sp.has_penalties:
-            apply_penalties(x, req, sp)
-        if sp.is_greedy:
-            return int(np.argmax(_finite_logits(x, row)))
-        with np.errstate(over="ignore"):
-            x /= sp.temperature
+            with np.errstate(over="ignore"):  # extreme penalties may overflow to +-inf: see below
+                apply_penalties(x, req, sp)
         x = _finite_logits(x, row)
+        if sp.is_greedy:
+            return int(np.argmax(x))
+        # softmax(x / T) only depends on (x - max) / T: dividing the shifted logits keeps the best
+        # at 0, so a tiny temperature sends the others to -inf (the greedy limit) instead of
+        # overflowing many logits to a tie at +inf; inf / inf (T = inf, banned ids) is NaN -> -inf
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = np.nan_to_num((x - x.max()) / sp.temperature, nan=-np.inf, posinf=0.0)
         ids, probs = filtered_distribution(x, sp)
         rng = req.generator if req.generator is not None else self.rng
         u = rng.random() * probs.sum()
@@ -104,11 +125,13 @@ class Sampler:
 
 
 def _finite_logits(x: np.ndarray, row: np.ndarray) -> np.ndarray:
-    """Extreme penalties or temperatures can overflow logits to +-inf or NaN; keep the order of
-    what is still comparable, and fall back to the raw logits when nothing is."""
-    x = np.nan_to_num(x, nan=-np.inf, posinf=np.finfo(np.float64).max)
+    """Extreme penalties can overflow logits to +-inf or NaN; keep the order of what is still
+    comparable (banned ids stay -inf), and fall back to the raw logits when nothing is."""
+    x = np.nan_to_num(x, nan=-np.inf, posinf=np.finfo(np.float64).max, neginf=-np.inf)
     if not np.isfinite(x.max()):
-        return np.nan_to_num(row.astype(np.float64), nan=-np.inf)
+        x = np.nan_to_num(row.astype(np.float64), nan=-np.inf, neginf=-np.inf)
+        if not np.isfinite(x.max()):
+            raise ValueError("the model's logits for this request are all NaN or -inf")
     return x
 
 
@@ -143,7 +166,8 @@ def apply_penalties(x: np.ndarray, req: Request, sp: SamplingParams) -> None:
 def filtered_distribution(x: np.ndarray, sp: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
     """Candidate ids (best first) and their unnormalized probabilities after min-p, top-k, top-p."""
     m = x.max()
-    p = np.exp(x - m)  # max prob maps to 1.0
+    with np.errstate(over="ignore"):  # a logit so far below the best that x - m overflows has p = 0
+        p = np.exp(x - m)  # max prob maps to 1.0
     if sp.min_p > 0:
         p[p < sp.min_p] = 0.0  # relative to the top token, whose p is 1
     mass = None  # total mass top-p is measured against; None: that of the candidates

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -50,45 +51,51 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
             self.stop = [self.stop]
-        self.stop = list(self.stop or [])
-        self.stop_token_ids = list(self.stop_token_ids or [])
+        self.stop = _as_list(self.stop, "stop")
+        self.stop_token_ids = _as_list(self.stop_token_ids, "stop_token_ids")
         if self.top_k is None or self.top_k == -1:  # vLLM spells "disabled" as -1 too
             self.top_k = 0
-        self._validate()
+        self.validate()
 
-    def _validate(self) -> None:
-        _check(_is_int(self.n) and self.n >= 1, "n", f"must be an integer >= 1, got {self.n!r}")
+    def validate(self) -> None:
+        """Check every field (ValueError whose first word names the field). Runs at
+        construction; the engine runs it again on params that may have been changed since."""
+        _check(isinstance(self.stop, list), "stop", f"must be a list of strings, got {_short(self.stop)}")
+        _check(isinstance(self.stop_token_ids, list), "stop_token_ids",
+               f"must be a list of token ids, got {_short(self.stop_token_ids)}")
+        _check(_is_int(self.n) and self.n >= 1, "n", f"must be an integer >= 1, got {_short(self.n)}")
         _check(self.max_tokens is None or (_is_int(self.max_tokens) and self.max_tokens >= 1),
-               "max_tokens", f"must be an integer >= 1 or None, got {self.max_tokens!r}")
+               "max_tokens", f"must be an integer >= 1 or None, got {_short(self.max_tokens)}")
         _check(_is_int(self.min_tokens) and self.min_tokens >= 0, "min_tokens",
-               f"must be an integer >= 0, got {self.min_tokens!r}")
+               f"must be an integer >= 0, got {_short(self.min_tokens)}")
         if self.max_tokens is not None:
             _check(self.min_tokens <= self.max_tokens, "min_tokens",
-                   f"({self.min_tokens}) must not exceed max_tokens ({self.max_tokens})")
+                   f"({_short(self.min_tokens)}) must not exceed max_tokens ({_short(self.max_tokens)})")
         _check(_is_num(self.temperature) and self.temperature >= 0, "temperature",
-               f"must be a number >= 0, got {self.temperature!r}")
+               f"must be a number >= 0, got {_short(self.temperature)}")
         _check(_is_int(self.top_k) and self.top_k >= 0, "top_k",
-               f"must be an integer >= 0 (0 or -1 disables it), got {self.top_k!r}")
-        _check(_is_num(self.top_p) and 0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p!r}")
-        _check(_is_num(self.min_p) and 0 <= self.min_p <= 1, "min_p", f"must be in [0, 1], got {self.min_p!r}")
+               f"must be an integer >= 0 (0 or -1 disables it), got {_short(self.top_k)}")
+        _check(_is_num(self.top_p) and 0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {_short(self.top_p)}")
+        _check(_is_num(self.min_p) and 0 <= self.min_p <= 1, "min_p", f"must be in [0, 1], got {_short(self.min_p)}")
         _check(_is_num(self.repetition_penalty) and self.repetition_penalty > 0, "repetition_penalty",
-               f"must be a number > 0, got {self.repetition_penalty!r}")
+               f"must be a number > 0, got {_short(self.repetition_penalty)}")
         for name in ("presence_penalty", "frequency_penalty"):
             v = getattr(self, name)
-            _check(_is_num(v) and -2 <= v <= 2, name, f"must be in [-2, 2], got {v!r}")
-        _check(self.seed is None or _is_int(self.seed), "seed", f"must be an integer or None, got {self.seed!r}")
+            _check(_is_num(v) and -2 <= v <= 2, name, f"must be in [-2, 2], got {_short(v)}")
+        _check(self.seed is None or _is_int(self.seed), "seed", f"must be an integer or None, got {_short(self.seed)}")
         _check(all(isinstance(s, str) and s for s in self.stop), "stop",
-               f"must be non-empty strings, got {self.stop!r}")
+               f"must be non-empty strings, got {_short(self.stop)}")
         _check(all(_is_int(t) and t >= 0 for t in self.stop_token_ids), "stop_token_ids",
-               f"must be non-negative integers, got {self.stop_token_ids!r}")
+               f"must be non-negative integers, got {_short(self.stop_token_ids)}")
         for name in ("logprobs", "prompt_logprobs"):
             v = getattr(self, name)
             _check(v is None or (_is_int(v) and 0 <= v <= _MAX_LOGPROBS), name,
-                   f"must be an integer in [0, {_MAX_LOGPROBS}] or None, got {v!r}")
+                   f"must be an integer in [0, {_MAX_LOGPROBS}] or None, got {_short(v)}")
         if self.logit_bias is not None:
             _check(isinstance(self.logit_bias, dict) and all(
                 _is_int(k) and k >= 0 and _is_num(v) and -100 <= v <= 100 for k, v in self.logit_bias.items()),
-                "logit_bias", f"must map token ids to numbers in [-100, 100], got {self.logit_bias!r}")
+                "logit_bias", f"must map token ids (integers >= 0) to numbers in [-100, 100], "
+                f"got {_short(self.logit_bias)}")
         for name in ("ignore_eos", "include_stop_str_in_output", "skip_special_tokens"):
             _check(isinstance(getattr(self, name), bool), name, "must be a bool")
 
@@ -113,4 +120,32 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+    """A real number the sampler can use as a float: not NaN, and not an int too large for a
+    float (float() of 10**400 raises OverflowError; infinities are allowed)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    if isinstance(v, int):
+        return abs(v) <= _MAX_FLOAT_INT
+    return v == v
+
+
+_MAX_FLOAT_INT = int(sys.float_info.max)
+
+
+def _as_list(value: Any, name: str) -> list:
+    """None -> [], a list or tuple -> a list; anything else (an int, a dict ...) is a ValueError
+    rather than a TypeError from list()."""
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name} must be a list, got {_short(value)}")
+    return list(value)
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    """repr for an error message, cut so a huge value cannot make a huge message."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int with more digits than Python converts to text
+        return f"<an integer of {value.bit_length()} bits>" if isinstance(value, int) else "<unprintable>"
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -44,12 +44,12 @@ class Scheduler:
 
     def abort(self, request_id: str) -> Request | None:
         """Finish a request at once as aborted and free its blocks; None if unknown/finished."""
-        req = self.requests.get(request_id)
-        if req is None or req.is_finished:
-            return None
-        req.status = RequestStatus.FINISHED_ABORTED
-        self._retire(req)
-        return req
+        return self._finish(request_id, RequestStatus.FINISHED_ABORTED)
+
+    def fail(self, request_id: str, error: str) -> Request | None:
+        """Finish a request at once as failed (`error` says why) and free its blocks, as abort
+        does; None if unknown/finished."""
+        return self._finish(request_id, RequestStatus.FINISHED_ERROR, error)
 
     @property
     def has_unfinished(self) -> bool:
@@ -98,8 +98,13 @@ class Scheduler:
                 continue
             req.num_computed_tokens = s.start + s.num_tokens
             if s.samples:
-                req.append_token(sampled[s.request_id])
-                if req.check_stop():
+                try:
+                    req.append_token(sampled[s.request_id])
+                    stopped = req.check_stop()
+                except Exception as exc:  # a broken stop condition fails this request, not the step
+                    req.status, req.error = RequestStatus.FINISHED_ERROR, f"stop check failed: {exc!r}"
+                    stopped = True
+                if stopped:
                     self._retire(req)
                     finished.append(req)
         return finished
@@ -139,6 +144,14 @@ class Scheduler:
         req.num_computed_tokens = 0
         req.status = RequestStatus.WAITING
         self.waiting.appendleft(req)
+
+    def _finish(self, request_id: str, status: RequestStatus, error: str | None = None) -> Request | None:
+        req = self.requests.get(request_id)
+        if req is None or req.is_finished:
+            return None
+        req.status, req.error = status, error
+        self._retire(req)
+        return req
 
     def _retire(self, req: Request) -> None:
         self.kv_cache.forget(req.request_id)

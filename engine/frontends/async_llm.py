@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
 import uuid
@@ -19,11 +20,25 @@ from pathlib import Path
 from typing import Any
 
 from hearth.engine.core.engine_core import EngineStats
-from hearth.engine.frontends.frontend import EngineFrontend, Prompt
-from hearth.engine.core.outputs import RequestOutput
+from hearth.engine.frontends.frontend import EngineFrontend, Prompt, request_failure
+from hearth.engine.core.outputs import RequestError, RequestOutput
 from hearth.engine.core.sampling_params import SamplingParams
 
 log = logging.getLogger("hearth")
+
+
+FAULT_FILE_ENV = "HEARTH_TEST_ENGINE_FAULT_FILE"
+"""Testing hook: while this file exists the engine loop raises at its next step (the file is
+removed first, so the fault happens once). It lets tests kill a real engine loop in a real server
+process, which no request can do any more."""
+
+
+def _inject_fault(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        return
+    raise RuntimeError(f"fault injected through {FAULT_FILE_ENV}")
 
 
 class EngineDeadError(RuntimeError):
@@ -177,9 +192,11 @@ class AsyncLLM:
         self._send(("abort", str(request_id)), quiet=True)
 
     def shutdown(self, timeout: float | None = 10.0) -> None:
-        """Stop the engine loop; requests still running fail with EngineDeadError."""
+        """Stop the engine loop; requests still running fail with EngineDeadError. Safe to call
+        again, and after the loop died (then there is nothing left to stop)."""
         self._send(("stop",), quiet=True)
-        self._thread.join(timeout)
+        if threading.current_thread() is not self._thread:  # never join oneself
+            self._thread.join(timeout)
 
     # ------------------------------------------------------------------ event-loop side
 
@@ -194,9 +211,12 @@ class AsyncLLM:
     # ------------------------------------------------------------------ engine thread
 
     def _run(self) -> None:
+        fault_file = os.environ.get(FAULT_FILE_ENV)
         try:
             while self._apply_commands(block=not self._frontend.has_unfinished):
                 if self._frontend.has_unfinished:
+                    if fault_file is not None:
+                        _inject_fault(fault_file)
                     self._deliver(self._frontend.step())
             self._die(EngineDeadError("the engine was shut down"))
         except BaseException as exc:  # an engine fault: every request fails with the reason
@@ -224,7 +244,7 @@ class AsyncLLM:
         try:
             self._frontend.add(text, ids, params, request_id=request_id)
         except Exception as exc:  # e.g. a duplicate id: this request fails, nothing else
-            sink.put(exc if isinstance(exc, ValueError) else RuntimeError(f"request {request_id!r} failed: {exc!r}"))
+            sink.put(exc if isinstance(exc, ValueError) else RequestError(f"request {request_id!r} failed: {exc!r}"))
             return
         self._sinks[request_id] = sink
 
@@ -248,11 +268,7 @@ class AsyncLLM:
             if (self.stream_interval > 1 and not state.finished and state.error is None
                     and state.started_streaming and state.unsent_tokens < self.stream_interval):
                 continue  # hold it until the interval fills (the first token goes at once)
-            if state.error is not None:
-                item: RequestOutput | BaseException = RuntimeError(
-                    f"request {state.request_id!r} failed: {state.error!r}")
-            else:
-                item = state.output(delta=True)
+            item = self._output(state)
             by_loop.setdefault(sink.loop, []).append((sink, item, state))
         for loop, entries in by_loop.items():
             delivered = _post(loop, [(sink, item) for sink, item, _ in entries])
@@ -261,6 +277,16 @@ class AsyncLLM:
                     self._frontend.abort(state)  # its event loop is gone
                 if not delivered or state.finished or state.error is not None:
                     self._sinks.pop(state.request_id, None)
+
+    def _output(self, state) -> RequestOutput | BaseException:
+        """The item to send for a state: its delta, or the request's failure."""
+        if state.error is None:
+            try:
+                return state.output(delta=True)
+            except Exception as exc:  # building this request's output failed: it alone fails
+                state.error = exc
+                self._frontend.abort(state)
+        return request_failure(state)
 
     def _die(self, error: EngineDeadError) -> None:
         with self._lock:

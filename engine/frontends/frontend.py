@@ -12,6 +12,7 @@ import numpy as np
 from hearth.engine.frontends.builder import build_engine
 from hearth.engine.model.config import EngineConfig
 from hearth.engine.core.engine_core import EngineCore
+from hearth.engine.core.outputs import RequestError
 from hearth.engine.frontends.output_processor import RequestState
 from hearth.engine.core.sampling_params import SamplingParams
 from hearth.engine.tokenization.tokenizer import Tokenizer
@@ -57,42 +58,56 @@ class EngineFrontend:
         return sp
 
     def tokenize(self, prompt: Prompt, params: SamplingParams) -> tuple[str | None, list[int]]:
-        """(text, token ids) of a prompt, checked against the model and the context length."""
+        """(text, token ids) of a prompt, checked with `params` against the model and the context
+        length. Every ValueError's first word names the field at fault (prompt, stop_token_ids,
+        logit_bias, n, ...): the HTTP layer reports it as the error's `param`."""
         if isinstance(prompt, str):
-            text, ids = prompt, self.tokenizer.encode(prompt)
+            text, ids = prompt, self._encode(prompt)
         elif isinstance(prompt, dict):
             text, ids = prompt.get("prompt"), prompt.get("prompt_token_ids")
             if ids is None:
                 if not isinstance(text, str):
                     raise ValueError("prompt dict needs 'prompt' (str) or 'prompt_token_ids'")
-                ids = self.tokenizer.encode(text)
+                ids = self._encode(text)
         elif isinstance(prompt, (list, tuple)):
             text, ids = None, prompt
         else:
-            raise ValueError(f"a prompt is a string, a list of token ids or a dict, not {type(prompt).__name__}")
-        if not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in ids):
-            raise ValueError("prompt token ids must be integers")
+            raise ValueError(f"prompt must be a string, a list of token ids or a dict, not {type(prompt).__name__}")
+        if not isinstance(ids, (list, tuple)) or not all(
+                isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in ids):
+            raise ValueError("prompt token ids must be a list of integers")
         ids = [int(t) for t in ids]
         self._check_fits(ids, params)
         return text, ids
 
+    def _encode(self, text: str) -> list[int]:
+        try:
+            return self.tokenizer.encode(text)
+        except Exception as exc:  # e.g. a lone surrogate the tokenizer cannot take: bad input
+            raise ValueError(f"prompt could not be tokenized: {exc}") from None
+
     def _check_fits(self, ids: list[int], params: SamplingParams) -> None:
+        """The prompt and every token id `params` carry are in the vocabulary; the request fits
+        the context and the batch."""
+        params.validate()  # params may have been changed since they were built
         vocab = self.config.model.vocab_size
         if not ids:
             raise ValueError("prompt must not be empty")
-        bad = next((t for t in ids if not 0 <= t < vocab), None)
-        if bad is not None:
-            raise ValueError(f"prompt token id {bad} is out of range for vocab_size {vocab}")
-        bad = next((t for t in (params.logit_bias or {}) if t >= vocab), None)
-        if bad is not None:
-            raise ValueError(f"logit_bias token id {bad} is out of range for vocab_size {vocab}")
+        for name, tokens in (("prompt", ids), ("stop_token_ids", params.stop_token_ids),
+                             ("logit_bias", params.logit_bias or ())):
+            bad = next((t for t in tokens if not 0 <= t < vocab), None)
+            if bad is not None:
+                raise ValueError(f"{name} token id {_show(bad)} is out of range for vocab_size {vocab}")
+        if params.n > self.config.scheduler.max_num_seqs:
+            raise ValueError(f"n ({_show(params.n)}) must not exceed max_num_seqs "
+                             f"({self.config.scheduler.max_num_seqs}), the sequences the engine runs at once")
         limit = self.config.scheduler.max_model_len
         if len(ids) > limit:
             raise ContextLengthError(f"prompt has {len(ids)} tokens, more than max_model_len ({limit})")
         if params.max_tokens is not None and len(ids) + params.max_tokens > limit:
             raise ContextLengthError(
-                f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) = "
-                f"{len(ids) + params.max_tokens} tokens, more than max_model_len ({limit})")
+                f"prompt ({len(ids)} tokens) + max_tokens ({_show(params.max_tokens)}) = "
+                f"{_show(len(ids) + params.max_tokens)} tokens, more than max_model_len ({limit})")
 
     def add(self, text: str | None, ids: list[int], sp: SamplingParams,
             request_id: str | None = None) -> RequestState:
@@ -123,12 +138,20 @@ class EngineFrontend:
 
     def step(self) -> set[RequestState]:
         """One engine step; the states that changed (finished ones are forgotten here). A state
-        whose output handling raised carries the exception in `error` and is aborted."""
+        that the engine failed, or whose output handling raised, carries the exception in
+        `error` (a RequestError for the former) and is aborted: its other samples too."""
         touched = set()
         for ev in self.engine.step():
-            state, index = self._children[ev.request_id]
+            entry = self._children.get(ev.request_id)
+            if entry is None:  # a sibling sample failed earlier in this step: the request is gone
+                continue
+            state, index = entry
             touched.add(state)
             if state.error is not None:
+                continue
+            if ev.error is not None:  # the engine failed this sample: the request fails alone
+                state.error = RequestError(ev.error)
+                self.abort(state)
                 continue
             try:
                 if state.apply(index, ev):
@@ -151,3 +174,16 @@ class EngineFrontend:
             if self._children.pop(child_id, None) is not None:
                 self.engine.abort(child_id)
         self.states.pop(state.request_id, None)
+
+
+def request_failure(state: RequestState) -> RequestError:
+    """The error a caller sees for a request whose handling failed (`state.error` is set)."""
+    err = state.error
+    detail = str(err) if isinstance(err, RequestError) else repr(err)
+    return RequestError(f"request {state.request_id!r} failed: {detail}")
+
+
+def _show(value: int) -> str:
+    """An int for an error message; one too long to print (Python refuses past 4300 digits)
+    is shown by its size."""
+    return str(value) if value.bit_length() <= 256 else f"<a {value.bit_length()}-bit integer>"

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from hearth.engine.core.engine_core import EngineStats
-from hearth.engine.frontends.frontend import EngineFrontend, Prompt
+from hearth.engine.frontends.frontend import EngineFrontend, Prompt, request_failure
 from hearth.engine.core.outputs import RequestOutput
 from hearth.engine.frontends.output_processor import RequestState
 from hearth.engine.core.sampling_params import SamplingParams
@@ -50,7 +50,9 @@ class LLM:
                  ) -> list[RequestOutput]:
         """Complete each prompt (a string, a list of token ids, or {"prompt_token_ids": [...]})
         and return one finished RequestOutput per prompt, in order. All prompts run together
-        as one continuously batched workload."""
+        as one continuously batched workload. Bad input raises ValueError before anything runs;
+        a request that fails inside the engine raises RequestError naming it (the rest of this
+        call is dropped, and the engine stays ready for the next one)."""
         prompts = _as_prompt_list(prompts)
         params = self._frontend.params_list(sampling_params, len(prompts))
         states = self._add_all(prompts, params)
@@ -104,8 +106,8 @@ class LLM:
             raise RuntimeError("engine has no work left but a request is unfinished")
         touched = self._frontend.step()
         for state in touched:
-            if state.error is not None:
-                raise state.error
+            if state.error is not None:  # it alone failed (and is freed); the engine carries on
+                raise request_failure(state) from state.error
         return touched
 
     def _abort(self, states: list[RequestState]) -> None:

@@ -25,6 +25,9 @@ _NAMED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pa
 __all__ = ["Tokenizer"]
 
 
+_GIL_FREE_CHARS = 2048  # above this, encode through the GIL-releasing batch path
+
+
 class Tokenizer:
     """A fast tokenizer with the special tokens and chat templates of a model directory.
 
@@ -106,6 +109,10 @@ class Tokenizer:
         """Token ids of ``text``; ``add_special_tokens`` applies the post-processor (BOS/EOS)."""
         if not isinstance(text, str):
             raise ValueError(f"text to encode must be a str, got {type(text).__name__}")
+        if len(text) > _GIL_FREE_CHARS:
+            # the batch call releases the GIL while it works: a long prompt being tokenized on a
+            # server's worker thread then does not stall the event loop or the engine thread
+            return self._backend.encode_batch([text], add_special_tokens=add_special_tokens)[0].ids
         return self._backend.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:

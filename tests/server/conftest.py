@@ -63,6 +63,6 @@ def start_server(model_dir, *extra: str, env: dict | None = None) -> Server:
 
 @pytest.fixture(scope="session")
 def server(tiny_model_dir):
-    srv = start_server(tiny_model_dir, "--max-num-seqs", "32", "--max-queued-requests", "512")
+    srv = start_server(tiny_model_dir, "--max-num-seqs", "32", "--max-queued-seqs", "512")
     yield srv
     srv.stop()

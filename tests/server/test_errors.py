@@ -21,25 +21,30 @@ CASES = [
     ("/v1/completions", {**OK_CMPL, "logprobs": 30}, 400, "logprobs", "logprobs", None),
     ("/v1/completions", {**OK_CMPL, "stream": "yes"}, 400, "stream", "stream", None),
     ("/v1/completions", {"model": "tiny", "max_tokens": 2}, 400, "missing required parameter 'prompt'", "prompt", None),
-    ("/v1/completions", {**OK_CMPL, "prompt": []}, 400, "empty", None, None),
+    ("/v1/completions", {**OK_CMPL, "prompt": []}, 400, "at least 1", "prompt", None),
+    ("/v1/completions", {**OK_CMPL, "prompt": [[]]}, 400, "at least 1", "prompt.0", None),
+    ("/v1/completions", {**OK_CMPL, "prompt": ""}, 400, "at least 1", "prompt", None),
     ("/v1/completions", {**OK_CMPL, "prompt": [10**9]}, 400, "out of range", "prompt", None),
-    ("/v1/completions", {**OK_CMPL, "max_tokens": 300}, 400, "max_model_len (256)", "prompt", "context_length_exceeded"),
+    ("/v1/completions", {**OK_CMPL, "max_tokens": 300}, 400, "max_model_len (256)", "max_tokens", "context_length_exceeded"),
+    ("/v1/completions", {**OK_CMPL, "max_tokens": 255}, 400, "max_model_len (256)", "prompt", "context_length_exceeded"),
     ("/v1/completions", {**OK_CMPL, "prompt": "x " * 400}, 400, "max_model_len", "prompt", "context_length_exceeded"),
     ("/v1/completions", {**OK_CMPL, "model": "gpt-4"}, 404, "'gpt-4' does not exist", "model", "model_not_found"),
-    ("/v1/completions", {**OK_CMPL, "logit_bias": {"abc": 1}}, 400, "logit_bias", "logit_bias", None),
-    ("/v1/completions", {**OK_CMPL, "logit_bias": {"5": 500}}, 400, "logit_bias", "logit_bias", None),
-    ("/v1/completions", {**OK_CMPL, "logit_bias": {"99999999": 1}}, 400, "logit_bias token id", "prompt", None),
-    ("/v1/completions", {**OK_CMPL, "stream_options": {"include_usage": True}}, 400, "stream_options", None, None),
-    ("/v1/completions", {**OK_CMPL, "stop": [""]}, 400, "stop", "stop", None),
-    ("/v1/completions", {**OK_CMPL, "min_tokens": 5}, 400, "min_tokens", "min_tokens", None),
+    ("/v1/completions", {**OK_CMPL, "logit_bias": {"abc": 1}}, 400, "logit_bias", "logit_bias.abc", None),
+    ("/v1/completions", {**OK_CMPL, "logit_bias": {"5": 500}}, 400, "logit_bias", "logit_bias.5", None),
+    ("/v1/completions", {**OK_CMPL, "logit_bias": {"99999999": 1}}, 400, "out of range", "logit_bias", None),
+    ("/v1/completions", {**OK_CMPL, "stop": [""]}, 400, "stop", "stop.0", None),
     ("/v1/chat/completions", {**OK_CHAT, "messages": []}, 400, "messages", "messages", None),
     ("/v1/chat/completions", {**OK_CHAT, "messages": [{"role": "wizard", "content": "x"}]}, 400, "role", None, None),
-    ("/v1/chat/completions", {**OK_CHAT, "top_logprobs": 2}, 400, "top_logprobs requires logprobs", None, None),
     ("/v1/chat/completions", {**OK_CHAT, "tools": []}, 400, "'tools'", "tools", None),
-    ("/v1/chat/completions", {**OK_CHAT, "max_completion_tokens": 10**6}, 400, "max_model_len", "messages",
+    ("/v1/chat/completions", {**OK_CHAT, "max_completion_tokens": 10**6}, 400, "max_model_len",
+     "max_completion_tokens", "context_length_exceeded"),
+    ("/v1/chat/completions", {**OK_CHAT, "max_completion_tokens": 250}, 400, "max_model_len", "messages",
      "context_length_exceeded"),
-    ("/detokenize", {"tokens": [-1]}, 400, "out of range", "tokens", None),
-    ("/tokenize", {"prompt": "a", "messages": [{"role": "user", "content": "b"}]}, 400, "exactly one", None, None),
+    ("/detokenize", {"tokens": [-1]}, 400, "greater than or equal to 0", "tokens.0", None),
+    ("/detokenize", {"tokens": [4096]}, 400, "out of range", "tokens", None),
+    ("/tokenize", {"prompt": "a", "messages": [{"role": "user", "content": "b"}]}, 400, "unsupported parameter",
+     None, None),
+    ("/tokenize", {"messages": []}, 400, "at least 1", "messages", None),
 ]
 
 
@@ -53,6 +58,19 @@ def test_bad_request_is_named(server, route, body, status, text, param, code):
     if param is not None:
         assert err["param"] == param, err
     assert err["code"] == code
+
+
+@pytest.mark.parametrize("route, base, extra", [
+    ("/v1/completions", OK_CMPL, {"stream_options": {"include_usage": True}}),
+    ("/v1/completions", OK_CMPL, {"min_tokens": 5}),
+    ("/v1/chat/completions", OK_CHAT, {"top_logprobs": 2}),
+])
+def test_parameters_that_cannot_change_the_answer_are_accepted(server, route, base, extra):
+    """Ignored (or capped) because ignoring them cannot change the output: the same answer."""
+    plain = httpx.post(server.url + route, json={**base, "temperature": 0}, headers=server.headers).json()
+    r = httpx.post(server.url + route, json={**base, **extra, "temperature": 0}, headers=server.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"] == plain["choices"] and r.json()["usage"] == plain["usage"]
 
 
 def test_malformed_json_and_wrong_body_type(server):
@@ -96,7 +114,8 @@ def test_error_during_a_stream_is_an_event_then_done():
     import json
 
     from hearth import CompletionOutput, RequestOutput
-    from hearth.server.app import _Latency, _sse
+    from hearth.server.generation import _Latency, _sse
+    from hearth.server.state import LiveRequest
     from hearth.server.metrics import ServerMetrics
     from hearth.server.responses import ChoiceState
 
@@ -107,7 +126,8 @@ def test_error_during_a_stream_is_an_event_then_done():
     async def run():
         choice = ChoiceState(0, {"prompt": "p", "prompt_token_ids": [1]}, "completion", None, False)
         timers = [_Latency(ServerMetrics(lambda: None))]
-        return [e.decode() async for e in _sse("completion", {"id": "x"}, [failing()], timers, [choice], 1, True)]
+        return [e.decode() async for e in _sse("completion", {"id": "x"}, [failing()], timers, [choice], 1, True,
+                                                     LiveRequest(["r"]))]
 
     events = asyncio.run(run())
     assert json.loads(events[0][6:])["choices"][0]["text"] == "ab"

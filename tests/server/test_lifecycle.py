@@ -44,7 +44,7 @@ def test_disconnect_mid_stream_aborts_and_frees_blocks(server):
 
 
 def test_overload_answers_429_and_never_hangs(tiny_model_dir):
-    srv = start_server(tiny_model_dir, "--max-num-seqs", "1", "--max-queued-requests", "1")
+    srv = start_server(tiny_model_dir, "--max-num-seqs", "1", "--max-queued-seqs", "1")
     try:
         async def burst():
             async with httpx.AsyncClient(timeout=60) as client:
@@ -66,7 +66,8 @@ def test_overload_answers_429_and_never_hangs(tiny_model_dir):
 
 
 def test_sigterm_lets_requests_finish_and_exits_0(tiny_model_dir):
-    srv = start_server(tiny_model_dir, "--shutdown-timeout", "30")
+    # one sequence at a time: twelve 240-token streams keep the engine busy well past the signal
+    srv = start_server(tiny_model_dir, "--shutdown-timeout", "30", "--max-num-seqs", "1")
     body = {"model": "tiny", "prompt": "x", "max_tokens": 240, "ignore_eos": True, "stream": True}
     signalled = []
 
@@ -74,28 +75,78 @@ def test_sigterm_lets_requests_finish_and_exits_0(tiny_model_dir):
         async with httpx.AsyncClient(timeout=60) as client:
             async def one():
                 async with client.stream("POST", srv.url + "/v1/completions", json=body, headers=srv.headers) as r:
-                    events = [line async for line in r.aiter_lines() if line.startswith("data: ")]
+                    events = []
+                    async for line in r.aiter_lines():
+                        if line.startswith("data: "):
+                            events.append(line)
                     return events, time.monotonic()
 
-            tasks = [asyncio.create_task(one()) for _ in range(6)]
+            tasks = [asyncio.create_task(one()) for _ in range(12)]
             await asyncio.sleep(0.3)  # all of them are streaming
             srv.process.send_signal(signal.SIGTERM)
             signalled.append(time.monotonic())
             await asyncio.sleep(0.2)
-            try:
-                late = await client.post(srv.url + "/v1/completions", json={**body, "stream": False},
-                                         headers=srv.headers)
-                late_status = late.status_code
-            except httpx.TransportError:
-                late_status = "refused"
-            return await asyncio.gather(*tasks), late_status
+            # a new connection, as a new client would open: still answered while draining
+            async with httpx.AsyncClient(timeout=60) as fresh:
+                late = await fresh.post(srv.url + "/v1/completions", json={**body, "stream": False},
+                                        headers=srv.headers)
+            return await asyncio.gather(*tasks), late
 
-    streams, late_status = asyncio.run(run())
+    streams, late = asyncio.run(run())
     assert max(done for _, done in streams) > signalled[0], "every stream ended before SIGTERM: nothing tested"
     for events, _ in streams:
         assert events[-1] == "data: [DONE]" and '"finish_reason":"length"' in events[-2]
-    assert late_status in (503, "refused")
+    assert late.status_code == 503 and late.headers["retry-after"], late.text
+    assert late.json()["error"]["code"] == "shutting_down"
     assert srv.process.wait(30) == 0
+    assert "every request in flight finished" in srv.process.stdout.read().decode()
+
+
+def test_sigterm_past_the_timeout_cuts_requests_cleanly_and_exits_1(tiny_model_dir):
+    srv = start_server(tiny_model_dir, "--shutdown-timeout", "1", "--max-num-seqs", "1")
+    # far more work than 1 s allows on one running slot: some are cut mid-stream, some while queued
+    body = {"model": "tiny", "prompt": "x", "max_tokens": 240, "ignore_eos": True}
+
+    async def run():
+        async with httpx.AsyncClient(timeout=60) as client:
+            async def stream():
+                async with client.stream("POST", srv.url + "/v1/completions", json={**body, "stream": True},
+                                         headers=srv.headers) as r:
+                    events = []
+                    async for line in r.aiter_lines():
+                        if line.startswith("data: "):
+                            events.append(line)
+                    return events
+
+            streams = [asyncio.create_task(stream()) for _ in range(8)]
+            whole = [asyncio.create_task(client.post(srv.url + "/v1/completions", json=body, headers=srv.headers))
+                     for _ in range(8)]
+            await asyncio.sleep(0.3)
+            srv.process.send_signal(signal.SIGTERM)
+            return await asyncio.gather(*streams), await asyncio.gather(*whole)
+
+    t0 = time.monotonic()
+    streams, whole = asyncio.run(run())
+    assert srv.process.wait(30) == 1
+    assert time.monotonic() - t0 < 20
+    log = srv.process.stdout.read().decode()
+    cut = 0
+    for events in streams:
+        assert events[-1] == "data: [DONE]"
+        if '"code":"shutting_down"' in events[-2]:
+            cut += 1
+            assert json.loads(events[-2][6:])["error"]["type"] == "service_unavailable"
+        else:
+            assert '"finish_reason":"length"' in events[-2]
+    for r in whole:
+        if r.status_code == 503:
+            cut += 1
+            assert r.json()["error"]["code"] == "shutting_down" and r.headers["retry-after"]
+        else:
+            assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "length"
+    assert cut >= 1, "nothing was cut: the test did not reach the deadline"
+    m = re.search(r"cutting (\d+) request\(s\) still in flight", log)
+    assert m and int(m.group(1)) == cut, log[-2000:]
 
 
 def test_200_concurrent_streaming_clients(server, tiny_llm):

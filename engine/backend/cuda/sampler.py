@@ -23,6 +23,10 @@ from hearth.engine.core.sampler import Sampler, TokenLogprobs, banned_ids
 from hearth.kernels.numba.sampling import sample
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+_I32_MAX = int(np.iinfo(np.int32).max)
+
+
 def runs_on_device(req: Request) -> bool:
     """Whether the GPU sampler covers everything this request's next token needs."""
     sp = req.sampling_params
@@ -32,9 +36,12 @@ def runs_on_device(req: Request) -> bool:
 def sampling_arrays(reqs: list[Request]) -> dict[str, np.ndarray]:
     """The per-request parameter vectors the GPU sampler takes, built on the host."""
     sps = [r.sampling_params for r in reqs]
+    # any valid value must fit the kernel's dtypes: a top_k past the vocabulary means no limit,
+    # a temperature past float32's range is as flat as its largest (an overflow here would fail the step)
+    temps = np.array([0.0 if sp.is_greedy else float(sp.temperature) for sp in sps], np.float64)
     return {
-        "temperature": np.array([0.0 if sp.is_greedy else sp.temperature for sp in sps], np.float32),
-        "top_k": np.array([sp.top_k for sp in sps], np.int32),
+        "temperature": np.minimum(temps, _F32_MAX).astype(np.float32),
+        "top_k": np.array([min(sp.top_k, _I32_MAX) for sp in sps], np.int32),
         "top_p": np.array([sp.top_p for sp in sps], np.float32),
         "min_p": np.array([sp.min_p for sp in sps], np.float32),
         "seeds": np.array([r.sample_seed for r in reqs], np.int64),
