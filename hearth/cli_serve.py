@@ -58,6 +58,9 @@ def add_serve_parser(sub) -> None:
                    help="on SIGTERM, seconds requests in flight get to finish (new ones get 503) before the "
                         "rest are cut; the exit status is 1 if any were cut (default 30)")
     p.add_argument("--seed", type=int, default=None, help="seed for requests that carry none")
+    p.add_argument("--stream-backlog-tokens", type=int, default=256,
+                   help="pause a request (keeping its KV cache) while its client is this many tokens behind "
+                        "in reading its stream; it resumes once the client has caught up to half (default 256)")
     p.add_argument("--stream-interval", type=int, default=1,
                    help="after the first token, stream every N tokens rather than every token: fewer SSE "
                         "events, less server CPU per token (default 1)")
@@ -78,7 +81,7 @@ def _api_keys(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keys))
 
 
-_POSITIVE = ("port", "max_request_bytes", "max_prompts_per_request", "stream_buffer_bytes", "max_connections",
+_POSITIVE = ("port", "stream_backlog_tokens", "max_request_bytes", "max_prompts_per_request", "stream_buffer_bytes", "max_connections",
              "tokenizer_threads", "max_queued_tokens")
 _NON_NEGATIVE = ("max_queued_seqs", "header_timeout", "body_timeout", "keep_alive_timeout", "write_timeout",
                  "shutdown_timeout")
@@ -108,4 +111,5 @@ def run_serve(args: argparse.Namespace) -> int:
                               send_buffer_bytes=args.stream_buffer_bytes, max_connections=args.max_connections)
     return serve(args.model, host=args.host, port=args.port, config=config, limits=limits,
                  keep_alive_timeout=args.keep_alive_timeout, shutdown_timeout=args.shutdown_timeout,
-                 engine_kwargs={**engine_kwargs(args), "seed": args.seed, "stream_interval": args.stream_interval})
+                 engine_kwargs={**engine_kwargs(args), "seed": args.seed, "stream_interval": args.stream_interval,
+                                "stream_backlog_tokens": args.stream_backlog_tokens})

@@ -106,6 +106,15 @@ class EngineCore:
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished or self._in_flight is not None
 
+    @property
+    def has_work(self) -> bool:
+        """A step would advance something (unfinished requests that are all paused do not count)."""
+        return self._in_flight is not None or self.scheduler.has_schedulable
+
+    def pause(self, request_id: str, paused: bool = True) -> None:
+        """Hold (or with paused=False resume) a request without freeing its KV blocks."""
+        self.scheduler.pause(request_id, paused)
+
     def stats(self) -> EngineStats:
         """Gauges and counters for logs and metrics."""
         kv = self.kv_cache

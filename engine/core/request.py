@@ -39,6 +39,7 @@ class Request:
     status: RequestStatus = RequestStatus.WAITING
     stop_reason: int | str | None = None
     error: str | None = None  # why it failed (status FINISHED_ERROR)
+    is_paused: bool = False   # its reader lags: keep its blocks, schedule nothing for it
     # sampler state: a numpy Generator when the request has a seed (opaque to this module)
     generator: Any = None
     # the seed of the GPU sampler's draws (hash of seed and step): the request's own seed, or one

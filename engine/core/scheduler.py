@@ -55,6 +55,18 @@ class Scheduler:
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
 
+    @property
+    def has_schedulable(self) -> bool:
+        """Some unfinished request is not paused: a step would do work."""
+        return any(not r.is_paused for r in self.running) or any(not r.is_paused for r in self.waiting)
+
+    def pause(self, request_id: str, paused: bool = True) -> None:
+        """Hold a request (its reader has fallen behind): it keeps its KV blocks and its place,
+        but steps grant it nothing until it is resumed (`paused=False`). Unknown ids are ignored."""
+        req = self.requests.get(request_id)
+        if req is not None:
+            req.is_paused = paused
+
     # ------------------------------------------------------------ one step
 
     def schedule(self) -> SchedulerOutput:
@@ -64,6 +76,9 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             req = self.running[i]
+            if req.is_paused:
+                i += 1
+                continue
             n = min(req.num_tokens - req.num_computed_tokens, budget)
             if not self._allocate_or_preempt(req, n, out):
                 break  # req itself was preempted: everything after it is gone too
@@ -72,7 +87,10 @@ class Scheduler:
             i += 1
         while (self.waiting and budget > 0 and not out.preempted_ids
                and len(self.running) < self.config.max_num_seqs):
-            req = self.waiting[0]
+            req = self.waiting[0] if not self.waiting[0].is_paused else next(
+                (r for r in self.waiting if not r.is_paused), None)
+            if req is None:
+                break
             # prompt log-probs need the logits of every prompt position: no skipping for those
             cached = [] if req.wants_prompt_logprobs else self.kv_cache.find_cached_prefix(req)
             num_cached = len(cached) * self.kv_cache.block_size
@@ -81,7 +99,7 @@ class Scheduler:
                 break
             self.kv_cache.stats.record(req.num_tokens, num_cached)
             req.num_computed_tokens = num_cached
-            self.waiting.popleft()
+            self.waiting.remove(req)
             req.status = RequestStatus.RUNNING
             self.running.append(req)
             out.scheduled.append(self._grant(req, n))

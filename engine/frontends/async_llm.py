@@ -23,6 +23,7 @@ from hearth.engine.core.engine_core import EngineStats
 from hearth.engine.frontends.frontend import EngineFrontend, Prompt, request_failure
 from hearth.engine.core.outputs import RequestError, RequestOutput
 from hearth.engine.core.sampling_params import SamplingParams
+from hearth.engine.frontends.sink import Sink, num_tokens, post
 
 log = logging.getLogger("hearth")
 
@@ -45,59 +46,6 @@ class EngineDeadError(RuntimeError):
     """The engine loop has stopped (a fault, or shutdown); no request can run any more."""
 
 
-class _Sink:
-    """One request's mailbox on its event loop. The engine thread never touches `items`: it
-    hands a whole step's outputs to each loop with one `call_soon_threadsafe` (`_post`), and
-    the loop appends them here and wakes the reader."""
-
-    __slots__ = ("loop", "items", "waiter")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.items: list[RequestOutput | BaseException] = []
-        self.waiter: asyncio.Future | None = None
-
-    def put(self, item: RequestOutput | BaseException) -> bool:
-        """Engine-thread side: deliver one item now; False when the event loop is gone."""
-        return _post(self.loop, [(self, item)])
-
-    def push(self, item: RequestOutput | BaseException) -> None:
-        """Event-loop side: queue an item and wake the reader."""
-        self.items.append(item)
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    async def take(self) -> RequestOutput | BaseException:
-        """Event-loop side: wait for output, then return everything that has arrived as one
-        item: consecutive deltas merged (so a reader that falls behind catches up in one
-        go), or an error once the deltas before it are read."""
-        while not self.items:
-            self.waiter = self.loop.create_future()
-            await self.waiter
-        first = self.items[0]
-        if isinstance(first, BaseException):
-            del self.items[0]
-            return first
-        taken = 1
-        while taken < len(self.items) and not isinstance(self.items[taken], BaseException):
-            first.merge(self.items[taken])
-            taken += 1
-        del self.items[:taken]
-        return first
-
-
-def _post(loop: asyncio.AbstractEventLoop, pairs: list[tuple[_Sink, RequestOutput | BaseException]]) -> bool:
-    """Hand outputs to sinks on `loop` in one wake-up; False when that loop is gone."""
-    def deliver() -> None:
-        for sink, item in pairs:
-            sink.push(item)
-    try:
-        loop.call_soon_threadsafe(deliver)
-        return True
-    except RuntimeError:
-        return False
-
-
 class AsyncLLM:
     """Load a model and serve many concurrent requests from asyncio.
 
@@ -110,14 +58,21 @@ class AsyncLLM:
     enable_prefix_caching), and `stream_interval`: after a request's first token, send its
     deltas every this many tokens (and when it finishes) rather than every token. 1, the
     default, streams each token; larger values trade smoothness for less per-delta work in
-    the consumer (an HTTP server writes one event per delta)."""
+    the consumer (an HTTP server writes one event per delta). `stream_backlog_tokens`: when a
+    request's reader falls this many tokens behind (an HTTP client that stopped reading), the
+    engine pauses that request, keeping its KV blocks, until the reader has caught up to half;
+    so a stalled stream costs no compute and buffers at most this much output."""
 
     def __init__(self, model: str | Path | None = None, *, device: str = "cpu", dtype: str | None = None,
                  quantization: str | None = None, max_model_len: int | None = None,
-                 seed: int | None = None, stream_interval: int = 1, **engine_kwargs: Any) -> None:
+                 seed: int | None = None, stream_interval: int = 1, stream_backlog_tokens: int = 256,
+                 **engine_kwargs: Any) -> None:
         if not isinstance(stream_interval, int) or isinstance(stream_interval, bool) or stream_interval < 1:
             raise ValueError(f"stream_interval must be an integer >= 1, got {stream_interval!r}")
-        self.stream_interval = stream_interval
+        if not isinstance(stream_backlog_tokens, int) or isinstance(stream_backlog_tokens, bool) \
+                or stream_backlog_tokens < 1:
+            raise ValueError(f"stream_backlog_tokens must be an integer >= 1, got {stream_backlog_tokens!r}")
+        self.stream_interval, self.stream_backlog_tokens = stream_interval, stream_backlog_tokens
         self._frontend = EngineFrontend.load(model, device=device, dtype=dtype, quantization=quantization,
                                              max_model_len=max_model_len, seed=seed, **engine_kwargs)
         self.engine, self.tokenizer, self.config = self._frontend.engine, self._frontend.tokenizer, self._frontend.config
@@ -125,7 +80,7 @@ class AsyncLLM:
         self._lock = threading.Lock()       # orders "is it alive?" against "it died"
         self._dead: EngineDeadError | None = None
         self._active: set[str] = set()      # request ids with a live stream (event-loop side)
-        self._sinks: dict[str, _Sink] = {}  # engine-thread side
+        self._sinks: dict[str, Sink] = {}  # engine-thread side
         self._thread = threading.Thread(target=self._run, name="hearth-engine", daemon=True)
         self._thread.start()
 
@@ -170,7 +125,8 @@ class AsyncLLM:
         request_id = uuid.uuid4().hex if request_id is None else str(request_id)
         if request_id in self._active:
             raise ValueError(f"request id {request_id!r} is already in use")
-        sink = _Sink(asyncio.get_running_loop())
+        sink = Sink(asyncio.get_running_loop(), on_drain=lambda: self._send(("resume", request_id), quiet=True),
+                    low=self.stream_backlog_tokens // 2)
         self._send(("add", request_id, text, ids, params, sink))
         self._active.add(request_id)
         finished = False
@@ -213,8 +169,8 @@ class AsyncLLM:
     def _run(self) -> None:
         fault_file = os.environ.get(FAULT_FILE_ENV)
         try:
-            while self._apply_commands(block=not self._frontend.has_unfinished):
-                if self._frontend.has_unfinished:
+            while self._apply_commands(block=not self._frontend.has_work):
+                if self._frontend.has_work:
                     if fault_file is not None:
                         _inject_fault(fault_file)
                     self._deliver(self._frontend.step())
@@ -238,9 +194,11 @@ class AsyncLLM:
                 self._add(*command[1:])
             elif kind == "abort":
                 self._abort(command[1])
+            elif kind == "resume":
+                self._resume(command[1])
 
     def _add(self, request_id: str, text: str | None, ids: list[int], params: SamplingParams,
-             sink: _Sink) -> None:
+             sink: Sink) -> None:
         try:
             self._frontend.add(text, ids, params, request_id=request_id)
         except Exception as exc:  # e.g. a duplicate id: this request fails, nothing else
@@ -258,6 +216,21 @@ class AsyncLLM:
         if sink is not None:
             sink.put(state.output(delta=True))
 
+    def _resume(self, request_id: str) -> None:
+        sink, state = self._sinks.get(request_id), self._frontend.states.get(request_id)
+        if sink is not None and sink.paused and state is not None:
+            sink.paused = False
+            self._frontend.pause(state, False)
+
+    def _count(self, sink: Sink, state, item) -> None:
+        """Add a posted delta to its sink's backlog; pause the request when the reader lags."""
+        if not isinstance(item, RequestOutput):
+            return
+        sink.posted += num_tokens(item)
+        if not sink.paused and not item.finished and sink.backlog > self.stream_backlog_tokens:
+            sink.paused, sink.drain_asked = True, False
+            self._frontend.pause(state)
+
     def _deliver(self, states) -> None:
         """Send one step's outputs: one wake-up per event loop, not one per request."""
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
@@ -269,9 +242,10 @@ class AsyncLLM:
                     and state.started_streaming and state.unsent_tokens < self.stream_interval):
                 continue  # hold it until the interval fills (the first token goes at once)
             item = self._output(state)
+            self._count(sink, state, item)
             by_loop.setdefault(sink.loop, []).append((sink, item, state))
         for loop, entries in by_loop.items():
-            delivered = _post(loop, [(sink, item) for sink, item, _ in entries])
+            delivered = post(loop, [(sink, item) for sink, item, _ in entries])
             for _, _, state in entries:
                 if not delivered and not state.finished:
                     self._frontend.abort(state)  # its event loop is gone

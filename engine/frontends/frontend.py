@@ -136,6 +136,15 @@ class EngineFrontend:
     def has_unfinished(self) -> bool:
         return self.engine.has_unfinished
 
+    @property
+    def has_work(self) -> bool:
+        return self.engine.has_work
+
+    def pause(self, state: RequestState, paused: bool = True) -> None:
+        """Hold (or resume) every sample of a request."""
+        for i in range(len(state.samples)):
+            self.engine.pause(f"{state.request_id}-{i}", paused)
+
     def step(self) -> set[RequestState]:
         """One engine step; the states that changed (finished ones are forgotten here). A state
         that the engine failed, or whose output handling raised, carries the exception in

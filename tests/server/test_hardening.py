@@ -382,3 +382,33 @@ def test_connections_over_the_limit_get_a_503(tiny_model_dir):
         for s in held:
             s.close()
         srv.stop()
+
+
+def test_a_stalled_stream_stops_costing_compute_until_its_client_reads(tiny_model_dir):
+    """Before the write timeout cuts it, a stream nobody reads is paused in the engine: it
+    generates no further than the backlog allows (instead of its whole output, into memory)."""
+    from tests.server.test_lifecycle import _metric
+
+    srv = start_server(tiny_model_dir, "--write-timeout", "60", "--stream-buffer-bytes", "8192",
+                       "--stream-backlog-tokens", "16")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        host, port = srv.url.removeprefix("http://").split(":")
+        sock.connect((host, int(port)))
+        body = json.dumps({"model": "tiny", "prompt": "x", "max_tokens": 240, "ignore_eos": True, "stream": True,
+                           "n": 4, "logprobs": 20}).encode()
+        before = _metric(srv, "hearth_generation_tokens_total")
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                     b"authorization: Bearer " + API_KEY.encode() + b"\r\ncontent-length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        time.sleep(4)  # unpaused, the tiny model finishes all 4 x 240 tokens in well under a second
+        made = _metric(srv, "hearth_generation_tokens_total") - before
+        assert made < 4 * 240 / 2, made
+        assert _metric(srv, "hearth_kv_cache_usage_perc") > 0  # held, not freed: it may resume
+    finally:
+        sock.close()
+    try:
+        _wait_idle(srv)  # the disconnect aborts it
+    finally:
+        srv.stop()
