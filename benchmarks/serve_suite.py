@@ -110,7 +110,7 @@ def _seconds(stats_ms: dict) -> dict | None:
 def model_name(model: str | None) -> str:
     """The name the server is asked to serve the model under (and the rows' shape["model"])."""
     if model is None:
-        from hearth.server.http import DEFAULT_MODEL_NAME
+        from hearth.server.endpoint.spec import DEFAULT_MODEL_NAME
 
         return DEFAULT_MODEL_NAME
     return Path(model).name

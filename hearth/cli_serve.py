@@ -90,7 +90,8 @@ _NON_NEGATIVE = ("max_queued_seqs", "header_timeout", "body_timeout", "keep_aliv
 def run_serve(args: argparse.Namespace) -> int:
     """Check the flags, then serve until SIGTERM; the exit status."""
     from hearth.server.connections import ConnectionLimits
-    from hearth.server.http import serve, served_model_name
+    from hearth.server.endpoint.spec import served_model_name
+    from hearth.server.http import serve
     from hearth.server.state import ServerConfig
 
     for name in _POSITIVE + _NON_NEGATIVE:

@@ -99,7 +99,6 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
         def _abort(self) -> None:
             # abort, not close: close would wait for a buffer the client never reads
             self._cancel_timers()
-            if not self.transport.is_closing() or self.flow.write_paused:
-                self.transport.abort()
+            self.transport.abort()  # a no-op on a transport that is already gone
 
     return GuardedProtocol

@@ -54,20 +54,20 @@ def error_response(err: APIError) -> JSONResponse:
 _TYPE_NAMES = ("str", "int", "float", "bool", "dict", "list", "none")
 
 
+def _is_member_tag(part: str) -> bool:
+    """pydantic's name for a union member in an error location ("constrained-str",
+    "list[int]", "function-before[...]", "TokenizePrompt"), not a field name."""
+    return any(c in part for c in "[]-") or part in _TYPE_NAMES or (part[:1].isupper() and part.isidentifier())
+
+
 def _field_path(loc) -> list[str]:
-    """The field path of an error location, without pydantic's names for union members
-    ("constrained-str", "list[int]", "function-before[...]", "TokenizePrompt")."""
-    parts = [str(p) for p in loc if p != "body"]
-    return [p for p in parts if not any(c in p for c in "[]-") and p not in _TYPE_NAMES
-            and not (p[:1].isupper() and p.isidentifier())]
+    """The field path of an error location, without the union member tags."""
+    return [p for p in (str(x) for x in loc if x != "body") if not _is_member_tag(p)]
 
 
 def _member(loc) -> str | None:
-    """The union member an error belongs to (pydantic names it in the location), if any."""
-    for p in (str(x) for x in loc if x != "body"):
-        if any(c in p for c in "[]-") or p in _TYPE_NAMES or (p[:1].isupper() and p.isidentifier()):
-            return p
-    return None
+    """The union member an error belongs to, if any."""
+    return next((p for p in (str(x) for x in loc if x != "body") if _is_member_tag(p)), None)
 
 
 def _most_telling(errors: list[dict]) -> dict:

@@ -13,29 +13,19 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import uvicorn
 from hearth.server.app import ServerConfig, ServerState, create_app
 from hearth.server.connections import ConnectionLimits, guarded_protocol
+
 from tqdm import tqdm
 
 from hearth import AsyncLLM
 
 log = logging.getLogger("hearth")
 
-DEFAULT_MODEL_NAME = "hearth-pystdlib"
 _CUT_GRACE_S = 5.0  # after cutting, how long the cut responses get to be written
-
-
-def served_model_name(model: str | None, given: str | None) -> str:
-    """The model id clients send: --served-model-name, else a .gguf file's stem, else MODEL as given."""
-    if given:
-        return given
-    if model is None:
-        return DEFAULT_MODEL_NAME
-    return Path(model).stem if model.lower().endswith(".gguf") else model
 
 
 @dataclass

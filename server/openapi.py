@@ -42,19 +42,24 @@ def below(n: int) -> str:
     return "^(" + "|".join(dict.fromkeys(alternatives)) + ")$"
 
 
+def _alternatives(schema: dict[str, Any] | None, kind: str) -> list[dict[str, Any]]:
+    """The alternatives of type `kind` of a field schema (itself, or members of its anyOf)."""
+    schema = schema or {}
+    return [s for s in schema.get("anyOf", [schema]) if s.get("type") == kind]
+
+
 def _bound_bias_keys(schema: dict[str, Any] | None, vocab: int) -> None:
-    for s in (schema or {}).get("anyOf", [schema or {}]):
-        if s.get("type") == "object":
-            values = next(iter(s.pop("patternProperties", {}).values()), {})
-            s["propertyNames"] = {"pattern": below(vocab)}
-            s["additionalProperties"] = values
+    """Keys of the logit_bias object: token ids below the vocabulary size, written as strings."""
+    for s in _alternatives(schema, "object"):
+        values = next(iter(s.pop("patternProperties", {}).values()), {})
+        s["propertyNames"] = {"pattern": below(vocab)}
+        s["additionalProperties"] = values
 
 
 def _set_max(schema: dict[str, Any] | None, kind: str, key: str, value: int) -> None:
     """Set `key` on the `kind` alternatives of a (possibly anyOf) field schema."""
-    for s in (schema or {}).get("anyOf", [schema or {}]):
-        if s.get("type") == kind:
-            s[key] = min(value, s.get(key, value))
+    for s in _alternatives(schema, kind):
+        s[key] = min(value, s.get(key, value))
 
 
 def install_openapi(app: FastAPI, state: ServerState) -> None:

@@ -32,6 +32,19 @@ DeploymentName = Annotated[str, Field(pattern=_NAME)]
 Percent = Annotated[int, Field(ge=0, le=100)]
 
 
+DEFAULT_MODEL_NAME = "hearth-pystdlib"  # the bundled model's served name
+
+
+def served_model_name(model: str | None, given: str | None) -> str:
+    """The model id clients send: `given` (--served-model-name), else a .gguf file's stem, else
+    MODEL as given, else the bundled model's name. One rule for `hearth serve` and endpoints."""
+    if given:
+        return given
+    if model is None:
+        return DEFAULT_MODEL_NAME
+    return Path(model).stem if model.lower().endswith(".gguf") else model
+
+
 class SpecError(ValueError):
     """A bad endpoint file or change: says which field, and where in the file."""
 
@@ -87,11 +100,7 @@ class EndpointSpec(BaseModel):
     def served_name(self, deployment: str) -> str:
         """The name clients send for `deployment` (its group)."""
         d = self.deployments[deployment]
-        if d.served_model_name:
-            return d.served_model_name
-        if d.model is None:
-            return "hearth-pystdlib"
-        return Path(d.model).stem if d.model.lower().endswith(".gguf") else d.model
+        return served_model_name(d.model, d.served_model_name)
 
     def groups(self) -> dict[str, list[str]]:
         """served_model_name -> its deployments, in file order."""

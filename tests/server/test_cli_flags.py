@@ -9,7 +9,7 @@ import pytest
 
 from hearth import SamplingParams
 from hearth.cli import unescape
-from hearth.server.http import served_model_name
+from hearth.server.endpoint.spec import served_model_name
 
 
 @pytest.mark.parametrize("raw, text", [
